@@ -1,0 +1,439 @@
+//! One function per subcommand: load what it needs, call the layer below, print the result.
+
+use super::render::{Human, JsonLines};
+use super::{Cli, Command, MigrationsCommand, Output, PluginsCommand, exit};
+use crate::capabilities::{CapabilityContext, CapabilityHost};
+use crate::config::{self, Config};
+use crate::events::Bus;
+use crate::lifecycle::approval::Approver;
+use crate::lifecycle::{DeployOptions, RunResult, Setup, severity_name, short};
+use crate::runtime::{CallLimits, LoadedPlugin, PluginCalls, Runtime};
+use crate::state::Store;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An error for the user: message, and the exit code it maps to.
+struct Failure {
+    message: String,
+    code: i32,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure { message: message.into(), code: exit::USAGE }
+    }
+    fn other(message: impl Into<String>) -> Failure {
+        Failure { message: message.into(), code: 3 }
+    }
+}
+
+pub async fn run(cli: Cli) -> i32 {
+    let output = cli.output;
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(Failure { message, code }) => {
+            if output == Output::Json {
+                let doc = serde_json::json!({ "type": "error", "message": message, "exit_code": code });
+                println!("{doc}");
+            }
+            eprintln!("error: {message}");
+            code
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<i32, Failure> {
+    match &cli.command {
+        Command::Deploy { plugin, env, rev, dry_run, approve } => {
+            let options = DeployOptions { revision: rev.clone(), dry_run: *dry_run, approve: *approve };
+            let result = with_setup(&cli, plugin.as_deref(), env, async |setup: &Setup<'_>| setup.deploy(options).await).await?;
+            Ok(result.outcome.exit_code())
+        }
+        Command::Rollback { plugin, env, to } => {
+            let to = to.clone();
+            let result = with_setup(&cli, plugin.as_deref(), env, async |setup: &Setup<'_>| setup.rollback(to).await).await?;
+            Ok(result.outcome.exit_code())
+        }
+        Command::Status { env } => status(&cli, env).await,
+        Command::History { env, limit } => history(&cli, env, *limit).await,
+        Command::Unlock { env } => unlock(&cli, env).await,
+        Command::Plugins { command: PluginsCommand::List } => plugins_list(&cli).await,
+        Command::Plugins { command: PluginsCommand::Inspect { plugin } } => plugins_inspect(&cli, plugin).await,
+        Command::Migrations { command: MigrationsCommand::Check { plugin, paths } } => migrations_check(&cli, plugin, paths).await,
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    config::load(&cli.config).map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// The config when there is one; commands that do not need it still use its grants and dirs.
+fn optional_config(cli: &Cli) -> Result<Option<Config>, Failure> {
+    if cli.config.exists() { load_config(cli).map(Some) } else { Ok(None) }
+}
+
+async fn open_store(config: &Config) -> Result<Store, Failure> {
+    let url = std::env::var("HOST_STATE_URL").ok().or_else(|| config.file.state.url.clone());
+    let opened = match url {
+        Some(url) => {
+            // A relative SQLite path is relative to the project root, not the shell's cwd.
+            let url = match url.strip_prefix("sqlite://") {
+                Some(p) if !p.starts_with('/') => format!("sqlite://{}", config.root.join(p).display()),
+                _ => url,
+            };
+            Store::open(&url).await
+        }
+        None => Store::open_default(&config.root).await,
+    };
+    opened.map_err(|e| Failure::other(format!("state store: {e:#}")))
+}
+
+fn runtime() -> Result<Runtime, Failure> {
+    Runtime::new(Runtime::default_cache_dir()).map_err(|e| Failure::other(format!("wasm runtime: {e:#}")))
+}
+
+/// Directories searched for plugins given by name, in order.
+fn plugin_dirs(cli: &Cli, config: Option<&Config>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = &cli.plugin_dir {
+        dirs.push(d.clone());
+    }
+    if let Some(d) = config.and_then(|c| c.file.plugin.dir.as_ref().map(|d| c.resolve(d))) {
+        dirs.push(d);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(bin_dir) = exe.parent() {
+            // target/debug/host -> target/plugins (what `cargo xtask build-plugins` writes).
+            dirs.push(bin_dir.join("../plugins"));
+            dirs.push(bin_dir.join("plugins"));
+        }
+    }
+    dirs
+}
+
+/// `--plugin` as given, else deploy.toml's `[plugin]`: a path, or a name in the plugin dirs.
+fn find_plugin(cli: &Cli, config: Option<&Config>, given: Option<&str>) -> Result<(String, PathBuf), Failure> {
+    let by_path = |p: PathBuf| {
+        let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        (name, p)
+    };
+    let wanted = match (given, config) {
+        (Some(g), _) => g.to_string(),
+        (None, Some(c)) => match (&c.file.plugin.name, &c.file.plugin.path) {
+            (Some(n), _) => n.clone(),
+            (None, Some(p)) => return Ok(by_path(c.resolve(p))),
+            (None, None) => return Err(Failure::usage(format!("no plugin: pass --plugin NAME|PATH or set [plugin] name in {}", c.path.display()))),
+        },
+        (None, None) => return Err(Failure::usage("no plugin: pass --plugin NAME|PATH")),
+    };
+    if wanted.contains('/') || wanted.ends_with(".wasm") {
+        let path = PathBuf::from(&wanted);
+        if !path.exists() {
+            return Err(Failure::usage(format!("plugin file {wanted} does not exist")));
+        }
+        return Ok(by_path(path));
+    }
+    let dirs = plugin_dirs(cli, config);
+    for dir in &dirs {
+        let candidate = dir.join(format!("{wanted}.wasm"));
+        if candidate.exists() {
+            return Ok((wanted, candidate.canonicalize().unwrap_or(candidate)));
+        }
+    }
+    let known: Vec<String> = installed_plugins(&dirs).into_iter().map(|(n, _)| n).collect();
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(Failure::usage(format!(
+        "unknown plugin `{wanted}`: no {wanted}.wasm in {} (installed: {}; build them with `cargo xtask build-plugins`)",
+        searched.join(", "),
+        if known.is_empty() { "none".into() } else { known.join(", ") }
+    )))
+}
+
+fn installed_plugins(dirs: &[PathBuf]) -> Vec<(String, PathBuf)> {
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "wasm") {
+                let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+                if !found.iter().any(|(n, _)| n == &name) {
+                    found.push((name, path));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn load_plugin(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, Failure> {
+    runtime.load(path).map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// Answers the approval gate on a terminal; nobody answers in CI or without a terminal.
+struct TerminalApprover;
+
+impl Approver for TerminalApprover {
+    fn confirm(&self, question: &str, expected: &str) -> Option<bool> {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        if ci || !std::io::stdin().is_terminal() {
+            return None;
+        }
+        eprint!("{question}: ");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).ok()?;
+        Some(line.trim() == expected)
+    }
+}
+
+fn actor() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    std::env::var("HOST_ACTOR").unwrap_or(format!("{user}@{host}"))
+}
+
+fn subscribe_output(cli: &Cli, bus: &Bus) {
+    match cli.output {
+        Output::Json => bus.subscribe(Arc::new(JsonLines)),
+        Output::Human => bus.subscribe(Arc::new(Human { verbose: std::env::var_os("HOST_VERBOSE").is_some() })),
+    }
+}
+
+/// Load config, plugin, store; run `f` on the assembled setup.
+async fn with_setup<F>(cli: &Cli, plugin: Option<&str>, env: &str, f: F) -> Result<RunResult, Failure>
+where
+    F: AsyncFnOnce(&Setup<'_>) -> RunResult,
+{
+    let config = load_config(cli)?;
+    let env_config = config.environment(env).map_err(Failure::usage)?;
+    let (name, path) = find_plugin(cli, Some(&config), plugin)?;
+    let runtime = runtime()?;
+    let loaded = load_plugin(&runtime, &path)?;
+    let store = open_store(&config).await?;
+    let bus = Bus::default();
+    subscribe_output(cli, &bus);
+    let setup = Setup {
+        config: &config,
+        env: env_config,
+        runtime: &runtime,
+        plugin: &loaded,
+        plugin_name: name,
+        store,
+        events: bus,
+        approver: Arc::new(TerminalApprover),
+        actor: actor(),
+    };
+    Ok(f(&setup).await)
+}
+
+async fn status(cli: &Cli, env: &str) -> Result<i32, Failure> {
+    let config = load_config(cli)?;
+    config.environment(env).map_err(Failure::usage)?;
+    let store = open_store(&config).await?;
+    let state = store.environment(env).await.map_err(|e| Failure::other(format!("{e:#}")))?;
+    let lock = store.lock_info(env).await.map_err(|e| Failure::other(format!("{e:#}")))?;
+    let last = store.history(env, 1).await.map_err(|e| Failure::other(format!("{e:#}")))?.into_iter().next();
+    if cli.output == Output::Json {
+        let doc = serde_json::json!({ "environment": state, "lock": lock, "last_run": last });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    println!("environment {env} (state: {})", store.backend_name());
+    println!("  current:        {}", state.current_revision.as_deref().map(short).unwrap_or("none"));
+    println!("  last validated: {}", state.last_validated_revision.as_deref().map(short).unwrap_or("none"));
+    match lock {
+        Some(l) => println!("  lock:           held by {} ({})", l.holder, l.reason),
+        None => println!("  lock:           free"),
+    }
+    if let Some(d) = last {
+        println!(
+            "  last run:       {} {} -> {} ({}){}",
+            d.kind,
+            d.requested_revision.as_deref().unwrap_or("-"),
+            d.status,
+            d.target_revision.as_deref().map(short).unwrap_or("-"),
+            d.detail.map(|x| format!(": {x}")).unwrap_or_default()
+        );
+    }
+    Ok(exit::OK)
+}
+
+async fn history(cli: &Cli, env: &str, limit: u32) -> Result<i32, Failure> {
+    let config = load_config(cli)?;
+    let store = open_store(&config).await?;
+    let runs = store.history(env, limit).await.map_err(|e| Failure::other(format!("{e:#}")))?;
+    if cli.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    if runs.is_empty() {
+        println!("no runs on {env} yet");
+    }
+    for d in runs {
+        let phases: Vec<String> = d.phases.iter().map(|p| format!("{}:{}", p.phase, p.outcome)).collect();
+        println!(
+            "{}  {:8} {:10} {:15} {:12} {}  [{}]",
+            &d.id[..8],
+            d.kind.as_str(),
+            d.requested_revision.as_deref().unwrap_or("-"),
+            d.status.as_str(),
+            d.target_revision.as_deref().map(short).unwrap_or("-"),
+            d.actor,
+            phases.join(" ")
+        );
+        if let Some(b) = &d.backup {
+            println!("          backup {} ({} bytes, sha256 {})", b.path, b.size_bytes, &b.sha256[..12.min(b.sha256.len())]);
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn unlock(cli: &Cli, env: &str) -> Result<i32, Failure> {
+    let config = load_config(cli)?;
+    let store = open_store(&config).await?;
+    match store.force_release(env).await.map_err(|e| Failure::other(format!("{e:#}")))? {
+        Some(lock) => println!("released the lock on {env} held by {} ({})", lock.holder, lock.reason),
+        None => println!("{env} was not locked"),
+    }
+    Ok(exit::OK)
+}
+
+/// Calls to a plugin outside a run: nothing granted, nothing recorded.
+fn pure_calls<'a>(runtime: &'a Runtime, plugin: &'a LoadedPlugin, name: &str) -> PluginCalls<'a> {
+    let caps = CapabilityContext::deny_all(name, std::env::current_dir().unwrap_or_default());
+    PluginCalls::new(runtime, plugin, name, CallLimits::default(), Arc::new(move || CapabilityHost::new(caps.clone())))
+}
+
+async fn plugins_list(cli: &Cli) -> Result<i32, Failure> {
+    let config = optional_config(cli)?;
+    let runtime = runtime()?;
+    let mut rows = Vec::new();
+    for (name, path) in installed_plugins(&plugin_dirs(cli, config.as_ref())) {
+        let row = match runtime.load(&path) {
+            Ok(plugin) => match pure_calls(&runtime, &plugin, &name).describe().await {
+                Ok(d) => serde_json::json!({
+                    "name": d.name, "version": d.version, "stack": d.stack, "summary": d.summary,
+                    "contract": plugin.contract_version, "digest": plugin.digest, "path": path,
+                }),
+                Err(e) => serde_json::json!({ "name": name, "path": path, "error": e.to_string() }),
+            },
+            Err(e) => serde_json::json!({ "name": name, "path": path, "error": e.to_string() }),
+        };
+        rows.push(row);
+    }
+    if cli.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else if rows.is_empty() {
+        println!("no plugins found (build them with `cargo xtask build-plugins`)");
+    } else {
+        for r in rows {
+            match r.get("error") {
+                Some(e) => println!("{:16} ERROR {}", r["name"].as_str().unwrap_or(""), e.as_str().unwrap_or("")),
+                None => println!(
+                    "{:16} {:8} {:16} contract {}  sha256 {}  {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["version"].as_str().unwrap_or(""),
+                    r["stack"].as_str().unwrap_or(""),
+                    r["contract"].as_str().unwrap_or(""),
+                    &r["digest"].as_str().unwrap_or("")[..12],
+                    r["summary"].as_str().unwrap_or("")
+                ),
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn plugins_inspect(cli: &Cli, plugin: &str) -> Result<i32, Failure> {
+    let config = optional_config(cli)?;
+    let (name, path) = find_plugin(cli, config.as_ref(), Some(plugin))?;
+    let runtime = runtime()?;
+    let loaded = load_plugin(&runtime, &path)?;
+    let d = pure_calls(&runtime, &loaded, &name).describe().await.map_err(|e| Failure::other(e.to_string()))?;
+    let grants = config.as_ref().map(|c| c.file.grants.clone()).unwrap_or_default();
+    let capabilities: Vec<serde_json::Value> = d
+        .capabilities
+        .iter()
+        .map(|c| serde_json::json!({ "capability": c, "granted": is_granted(c, &grants) }))
+        .collect();
+    if cli.output == Output::Json {
+        let doc = serde_json::json!({
+            "name": d.name, "version": d.version, "stack": d.stack, "summary": d.summary,
+            "contract": loaded.contract_version, "digest": loaded.digest, "path": path,
+            "capabilities": capabilities, "default_probes": d.default_probes,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    println!("{} {} ({})", d.name, d.version, d.stack);
+    println!("  {}", d.summary);
+    println!("  file:     {}", path.display());
+    println!("  sha256:   {}", loaded.digest);
+    println!("  contract: deploy:plugin@{}", loaded.contract_version);
+    println!("  capabilities (requested -> granted by {}):", config.as_ref().map(|c| c.path.display().to_string()).unwrap_or("no deploy.toml".into()));
+    for c in &capabilities {
+        println!("    {:24} {}", c["capability"].as_str().unwrap_or(""), if c["granted"] == true { "granted" } else { "NOT granted" });
+    }
+    for p in &d.default_probes {
+        println!("  default probe: {} GET {} expect {} ({} attempts)", p.name, p.path, p.expect_status, p.attempts);
+    }
+    Ok(exit::OK)
+}
+
+/// `run:NAME`, `env:NAME`, `http[:HOST]`, `db:NAME` against the grants in deploy.toml.
+fn is_granted(capability: &str, grants: &crate::config::Grants) -> bool {
+    match capability.split_once(':') {
+        Some(("run", p)) => grants.programs.iter().any(|g| g == p),
+        Some(("env", v)) => grants.env.iter().any(|g| g == v),
+        Some(("http", h)) => grants.http.iter().any(|g| g == h || g.starts_with(&format!("{h}:"))),
+        None if capability == "http" => !grants.http.is_empty(),
+        _ => false,
+    }
+}
+
+async fn migrations_check(cli: &Cli, plugin: &str, paths: &[PathBuf]) -> Result<i32, Failure> {
+    let config = optional_config(cli)?;
+    let (name, path) = find_plugin(cli, config.as_ref(), Some(plugin))?;
+    let runtime = runtime()?;
+    let loaded = load_plugin(&runtime, &path)?;
+    let mut sources = Vec::new();
+    for p in paths {
+        collect_sources(p, &mut sources).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
+    }
+    if sources.is_empty() {
+        return Err(Failure::usage("no migration files given (pass files or directories)"));
+    }
+    let findings = pure_calls(&runtime, &loaded, &name).check_migrations(&sources).await.map_err(|e| Failure::other(e.to_string()))?;
+    let destructive = findings.iter().filter(|f| severity_name(f.severity) == "destructive").count();
+    if cli.output == Output::Json {
+        let doc: Vec<serde_json::Value> = findings
+            .iter()
+            .map(|f| serde_json::json!({ "file": f.file, "line": f.line, "rule": f.rule, "severity": severity_name(f.severity), "reason": f.reason }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        for f in &findings {
+            println!("{}:{}: {}: {}: {}", f.file, f.line, severity_name(f.severity), f.rule, f.reason);
+        }
+        println!("{} file(s), {} finding(s), {} destructive", sources.len(), findings.len(), destructive);
+    }
+    Ok(if destructive > 0 { exit::FINDINGS } else { exit::OK })
+}
+
+fn collect_sources(path: &Path, out: &mut Vec<(String, String)>) -> std::io::Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() || e.extension().is_some_and(|x| x == "py" || x == "rb" || x == "sql") {
+                collect_sources(&e, out)?;
+            }
+        }
+    } else {
+        out.push((path.display().to_string(), std::fs::read_to_string(path)?));
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Rendering the event stream: short live lines for people, one JSON object per line for
+//! machines. Both are subscribers of the same bus, so they always agree.
+
+use crate::events::{Event, Level, Outcome, Subscriber};
+use crate::lifecycle::short;
+use std::io::Write;
+use std::time::Duration;
+
+/// One JSON object per line on stdout.
+pub struct JsonLines;
+
+impl Subscriber for JsonLines {
+    fn event(&self, event: &Event) {
+        if let Ok(line) = serde_json::to_string(event) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Short human lines on stdout, as things happen.
+pub struct Human {
+    pub verbose: bool,
+}
+
+fn secs(d: Duration) -> String {
+    if d.as_millis() < 1000 { format!("{} ms", d.as_millis()) } else { format!("{:.1} s", d.as_secs_f64()) }
+}
+
+impl Subscriber for Human {
+    fn event(&self, event: &Event) {
+        let line = match event {
+            Event::RunStarted { kind, environment, plugin, plugin_version, requested_revision, dry_run, .. } => format!(
+                "{kind} {} to {environment} with {plugin} {plugin_version}{}",
+                requested_revision.as_deref().unwrap_or("(no revision given)"),
+                if *dry_run { " [dry-run: nothing will change]" } else { "" }
+            ),
+            Event::LockAcquired { holder, .. } => format!("  lock held by {holder}"),
+            Event::PhaseStarted { phase } => format!("▸ {}", phase.as_str()),
+            Event::PhaseFinished { phase, ok: true, duration, .. } => format!("  ✓ {} ({})", phase.as_str(), secs(*duration)),
+            Event::PhaseFinished { phase, ok: false, duration, detail } => {
+                format!("  ✗ {} failed after {}: {detail}", phase.as_str(), secs(*duration))
+            }
+            Event::Plan { current_revision, target_revision, current_schema, target_schema, pending_migrations, classification, rollback, changes } => {
+                let mut s = format!(
+                    "  code: {} -> {}\n  schema: {} -> {} ({} pending)",
+                    current_revision.as_deref().map(short).unwrap_or("none"),
+                    short(target_revision),
+                    current_schema.as_deref().unwrap_or("none"),
+                    target_schema.as_deref().unwrap_or("none"),
+                    pending_migrations.len()
+                );
+                for m in pending_migrations {
+                    s.push_str(&format!("\n    migration {m}"));
+                }
+                s.push_str(&format!("\n  class: {classification}; {rollback}"));
+                for c in changes {
+                    s.push_str(&format!("\n  will: {c}"));
+                }
+                s
+            }
+            Event::Finding { file, line, rule, severity, reason } => format!("  {severity}: {file}:{line} {rule}: {reason}"),
+            Event::ApprovalRequired { reason } => format!("  ! approval required: {reason}"),
+            Event::Approved { by, reason } => format!("  approved by {by} ({reason})"),
+            Event::Paused { duration, reason } => format!("  ! pausing {} before going on: {reason} (Ctrl-C to stop, nothing changed yet)", secs(*duration)),
+            Event::CommandStarted { argv, .. } => format!("  $ {}", argv.join(" ")),
+            Event::CommandFinished { status, duration, timed_out, .. } => {
+                if *timed_out {
+                    format!("    killed: timed out after {}", secs(*duration))
+                } else if *status != 0 {
+                    format!("    exit {status} after {}", secs(*duration))
+                } else if self.verbose {
+                    format!("    ok ({})", secs(*duration))
+                } else {
+                    return;
+                }
+            }
+            Event::Planned { step, purpose } => format!("  would run: {step}   # {purpose}"),
+            Event::HttpRequest { method, url, status, planned } => {
+                if *planned { format!("  would request: {method} {url}") } else { format!("  {method} {url} -> {status}") }
+            }
+            Event::PluginLog { level, message } => match level {
+                Level::Debug if !self.verbose => return,
+                Level::Warn => format!("  warning: {message}"),
+                Level::Error => format!("  error: {message}"),
+                _ => format!("  {message}"),
+            },
+            Event::BackupMade { path, size_bytes, sha256, verified } => format!(
+                "  backup {path} ({} KiB, sha256 {}, {})",
+                size_bytes / 1024,
+                &sha256[..12.min(sha256.len())],
+                if *verified { "verified" } else { "NOT verified" }
+            ),
+            Event::Waiting { what, status } => format!("  … {what}: {status}"),
+            Event::ProbeAttempt { probe, attempt, of, ok, detail, .. } => {
+                if *ok {
+                    format!("  probe {probe}: {detail} (attempt {attempt}/{of})")
+                } else {
+                    format!("  probe {probe}: {detail} (attempt {attempt}/{of})")
+                }
+            }
+            Event::RollbackStarted { reason, to_revision, method } => {
+                format!("↺ rolling back to {} ({method}): {reason}", short(to_revision))
+            }
+            Event::RollbackFinished { ok, detail } => {
+                if *ok { "  ✓ rolled back".to_string() } else { format!("  ✗ rollback failed: {detail}") }
+            }
+            Event::Validated { revision } => format!("  ✓ {} marked validated", short(revision)),
+            Event::RunFinished { outcome, detail, exit_code } => {
+                let head = match outcome {
+                    Outcome::Succeeded => "✓ done",
+                    Outcome::DryRun => "✓ dry-run done",
+                    Outcome::FailedUnchanged => "✗ failed, nothing changed",
+                    Outcome::RolledBack => "✗ failed and rolled back",
+                    Outcome::RollbackFailed => "✗✗ ROLLBACK FAILED, a person must act",
+                    Outcome::Locked => "✗ locked",
+                    Outcome::ApprovalRequired => "✗ stopped for approval",
+                };
+                format!("{head}: {detail} (exit {exit_code})")
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}

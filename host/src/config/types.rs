@@ -1,0 +1,413 @@
+//! The shape of `deploy.toml`, with defaults and validation.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A loaded deploy file and where it came from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    /// The project root: the directory holding the deploy file (canonical).
+    pub root: PathBuf,
+    pub file: ConfigFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub project: Project,
+    #[serde(default)]
+    pub plugin: PluginSection,
+    #[serde(default)]
+    pub state: StateSection,
+    #[serde(default)]
+    pub databases: BTreeMap<String, Database>,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub notifications: Notifications,
+    #[serde(default)]
+    pub environments: BTreeMap<String, Environment>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// A plugin name, looked up in the plugin directory.
+    pub name: Option<String>,
+    /// A path to a component, relative to the project root.
+    pub path: Option<PathBuf>,
+    /// Where named plugins are looked up (relative to the project root).
+    pub dir: Option<PathBuf>,
+    /// Stack settings handed to the plugin as JSON; environments may override keys.
+    pub settings: Option<toml::Table>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// `sqlite://path` (relative to the project root) or `postgres://...`.
+    /// Default: SQLite at `.host/state.db`. `HOST_STATE_URL` overrides.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// Environment variable holding the connection URL (the URL itself never goes in the file).
+    pub url_env: String,
+    /// Whether plugins may write through the query capability.
+    #[serde(default)]
+    pub write: bool,
+}
+
+/// What the plugin may do. Anything not granted is refused with the missing grant named.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Programs by name (looked up on PATH) or path relative to the project root.
+    #[serde(default)]
+    pub programs: Vec<String>,
+    /// Environment variables the plugin may read and its commands receive.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `host:port` the plugin may reach over HTTP (`host` alone means any port).
+    #[serde(default)]
+    pub http: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    #[serde(with = "humantime_serde")]
+    pub preflight: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backup: Duration,
+    #[serde(with = "humantime_serde")]
+    pub deploy: Duration,
+    #[serde(with = "humantime_serde")]
+    pub verify: Duration,
+    #[serde(with = "humantime_serde")]
+    pub rollback: Duration,
+    /// Wasm execution time per plugin call (time spent in host capabilities not counted).
+    #[serde(with = "humantime_serde")]
+    pub call: Duration,
+    /// Lock lease; renewed while the run is alive, so a crashed run frees the lock after it.
+    #[serde(with = "humantime_serde")]
+    pub lock_lease: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let min = |m: u64| Duration::from_secs(60 * m);
+        Timeouts {
+            preflight: min(2),
+            backup: min(15),
+            deploy: min(15),
+            verify: min(5),
+            rollback: min(15),
+            call: Duration::from_secs(10),
+            lock_lease: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory cap per plugin instance.
+    pub memory_mb: u64,
+    /// Cap on captured output per command stream and on HTTP response bodies.
+    pub output_kb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_mb: 64, output_kb: 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Where the deployed app answers, e.g. `http://127.0.0.1:8000`.
+    pub base_url: Option<String>,
+    /// Probes; when none are given the plugin's default probes are used.
+    #[serde(default)]
+    pub probes: Vec<ProbeConfig>,
+    /// Overall deadline for all probes of one verification.
+    #[serde(default, with = "humantime_serde")]
+    pub deadline: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    pub path: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_probe_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_status() -> u16 {
+    200
+}
+fn default_attempts() -> u32 {
+    10
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_probe_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `slack`, `discord` or `json` (the raw event).
+    pub format: WebhookFormat,
+    /// Environment variable holding the URL: webhook URLs are secrets and never printed.
+    pub url_env: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    Slack,
+    Discord,
+    Json,
+}
+
+/// What to do when preflight finds destructive migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestructivePolicy {
+    /// Stop before any change until approved (`--approve` or a typed confirmation).
+    #[default]
+    RequireApproval,
+    /// Warn and wait (`pause`), then go on; Ctrl-C stops with nothing changed.
+    Pause,
+    /// Go on.
+    Allow,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// Overrides of `[plugin.settings]` for this environment.
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
+    #[serde(default)]
+    pub health: Option<Health>,
+    #[serde(default)]
+    pub timeouts: Option<toml::Table>,
+    #[serde(default)]
+    pub on_destructive: DestructivePolicy,
+    #[serde(default, with = "humantime_serde")]
+    pub pause: Option<Duration>,
+    /// Every deploy needs approval, destructive or not.
+    #[serde(default)]
+    pub require_approval: bool,
+}
+
+impl ConfigFile {
+    /// Checks serde cannot express. Returns the dotted key and the message.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.plugin.name.is_some() && self.plugin.path.is_some() {
+            return Err(("plugin.path".into(), "give `name` or `path`, not both".into()));
+        }
+        if let Some(name) = &self.plugin.name {
+            if name.is_empty() || name.contains('/') {
+                return Err(("plugin.name".into(), format!("`{name}` is not a plugin name")));
+            }
+        }
+        check_health(&self.health, "health")?;
+        for (name, env) in &self.environments {
+            if let Some(h) = &env.health {
+                check_health(h, &format!("environments.{name}.health"))?;
+            }
+            if let Some(t) = &env.timeouts {
+                // Same keys and formats as [timeouts]; checked now so a typo fails early.
+                let merged = merge_tables(&to_table(&Timeouts::default()), t);
+                let parsed: Result<Timeouts, _> = toml::Value::Table(merged).try_into();
+                if let Err(e) = parsed {
+                    return Err((format!("environments.{name}.timeouts"), e.message().to_string()));
+                }
+            }
+        }
+        for (i, grant) in self.grants.http.iter().enumerate() {
+            if grant.contains("://") || grant.contains('/') {
+                return Err((
+                    format!("grants.http[{i}]"),
+                    format!("`{grant}` should be `host:port` or `host`, without scheme or path"),
+                ));
+            }
+        }
+        if let Some(url) = &self.state.url {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres")) {
+                return Err(("state.url".into(), "must start with sqlite: or postgres://".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_health(h: &Health, key: &str) -> Result<(), (String, String)> {
+    if let Some(url) = &h.base_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err((format!("{key}.base_url"), format!("`{url}` must start with http:// or https://")));
+        }
+    }
+    for (i, p) in h.probes.iter().enumerate() {
+        if !p.path.starts_with('/') {
+            return Err((format!("{key}.probes[{i}].path"), format!("`{}` must start with /", p.path)));
+        }
+        if p.attempts == 0 {
+            return Err((format!("{key}.probes[{i}].attempts"), "must be at least 1".into()));
+        }
+    }
+    Ok(())
+}
+
+fn to_table(t: &Timeouts) -> toml::Table {
+    let mut table = toml::Table::new();
+    for (k, d) in [
+        ("preflight", t.preflight),
+        ("backup", t.backup),
+        ("deploy", t.deploy),
+        ("verify", t.verify),
+        ("rollback", t.rollback),
+        ("call", t.call),
+        ("lock_lease", t.lock_lease),
+    ] {
+        table.insert(k.into(), humantime::format_duration(d).to_string().into());
+    }
+    table
+}
+
+/// `over` wins key by key, recursively for nested tables.
+pub fn merge_tables(base: &toml::Table, over: &toml::Table) -> toml::Table {
+    let mut out = base.clone();
+    for (k, v) in over {
+        match (out.get(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                let merged = merge_tables(b, o);
+                out.insert(k.clone(), toml::Value::Table(merged));
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The configuration as it applies to one environment.
+#[derive(Debug, Clone)]
+pub struct EnvironmentConfig {
+    pub name: String,
+    pub settings: serde_json::Value,
+    pub health: Health,
+    pub timeouts: Timeouts,
+    pub on_destructive: DestructivePolicy,
+    pub pause: Duration,
+    pub require_approval: bool,
+}
+
+impl Config {
+    pub fn project_name(&self) -> String {
+        self.file.project.name.clone().unwrap_or_else(|| {
+            self.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        })
+    }
+
+    pub fn environment_names(&self) -> Vec<String> {
+        self.file.environments.keys().cloned().collect()
+    }
+
+    /// Resolve an environment: its overrides applied on the global sections.
+    pub fn environment(&self, name: &str) -> Result<EnvironmentConfig, String> {
+        let env = match self.file.environments.get(name) {
+            Some(env) => env.clone(),
+            None if self.file.environments.is_empty() => Environment::default(),
+            None => {
+                return Err(format!(
+                    "{}: no environment `{name}` (known: {})",
+                    self.path.display(),
+                    self.environment_names().join(", ")
+                ));
+            }
+        };
+        let base = self.file.plugin.settings.clone().unwrap_or_default();
+        let settings = match &env.settings {
+            Some(over) => merge_tables(&base, over),
+            None => base,
+        };
+        let settings = serde_json::to_value(settings).map_err(|e| e.to_string())?;
+        let mut health = self.file.health.clone();
+        if let Some(h) = &env.health {
+            if h.base_url.is_some() {
+                health.base_url = h.base_url.clone();
+            }
+            if !h.probes.is_empty() {
+                health.probes = h.probes.clone();
+            }
+            if h.deadline.is_some() {
+                health.deadline = h.deadline;
+            }
+        }
+        let timeouts = match &env.timeouts {
+            Some(over) => {
+                let merged = merge_tables(&to_table(&self.file.timeouts), over);
+                toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| e.to_string())?
+            }
+            None => self.file.timeouts.clone(),
+        };
+        Ok(EnvironmentConfig {
+            name: name.to_string(),
+            settings,
+            health,
+            timeouts,
+            on_destructive: env.on_destructive,
+            pause: env.pause.unwrap_or(Duration::from_secs(10)),
+            require_approval: env.require_approval,
+        })
+    }
+
+    /// Resolve a path relative to the project root.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.root.join(p) }
+    }
+}
