@@ -102,3 +102,10 @@ fn an_empty_file_is_a_valid_minimal_config() {
     assert!(config.environment("anything").is_ok());
     assert_eq!(config.file.timeouts.call.as_secs(), 10);
 }
+
+#[test]
+fn base_url_takes_variables_from_the_environment() {
+    assert_eq!(expand_env("http://h:${HOST_TEST_SURELY_UNSET:-8000}/x"), "http://h:8000/x");
+    assert_eq!(expand_env("${HOME}"), std::env::var("HOME").unwrap());
+    assert_eq!(expand_env("plain"), "plain");
+}

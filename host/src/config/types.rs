@@ -388,6 +388,7 @@ impl Config {
                 health.deadline = h.deadline;
             }
         }
+        health.base_url = health.base_url.map(|u| expand_env(&u));
         let timeouts = match &env.timeouts {
             Some(over) => {
                 let merged = merge_tables(&to_table(&self.file.timeouts), over);
@@ -410,4 +411,24 @@ impl Config {
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() { p.to_path_buf() } else { self.root.join(p) }
     }
+}
+
+/// Expand `${VAR}` and `${VAR:-default}` from the host's environment, so one deploy file
+/// serves machines where the app listens on different ports.
+pub fn expand_env(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else { break };
+        let inner = &rest[start + 2..start + len];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, d),
+            None => (inner, ""),
+        };
+        out.push_str(&std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string()));
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }

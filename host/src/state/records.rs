@@ -175,7 +175,8 @@ const BACKUP_COLUMNS: &str =
     "id, deployment_id, environment, path, format, size_bytes, sha256, verified, created_at";
 
 /// How many times to retry a per-deployment sequence number taken by a concurrent writer.
-const SEQ_ATTEMPTS: usize = 5;
+/// Each lost attempt means another writer succeeded, so this bounds waiting, not correctness.
+const SEQ_ATTEMPTS: usize = 10;
 
 impl Store {
     // ---- deployments -----------------------------------------------------------------------
