@@ -1,0 +1,376 @@
+//! Every command the plugin asks the host to run, built as plain data (argv, intent, purpose).
+//!
+//! `read` commands run for real under `--dry-run` (preflight must see the true state); `change`
+//! commands are only listed. Nothing here goes through a shell, so values are single argv items.
+
+use crate::settings::Settings;
+use plugin_sdk::{Command, cmd};
+
+/// `git rev-parse --verify <rev>^{commit}`: a tag, branch or short SHA to the full commit SHA.
+pub fn git_resolve(rev: &str) -> Command {
+    let spec = format!("{rev}^{{commit}}");
+    cmd::read(
+        "git",
+        &["rev-parse", "--verify", "--end-of-options", &spec],
+        "resolve the revision to a commit",
+    )
+}
+
+pub fn git_head() -> Command {
+    cmd::read("git", &["rev-parse", "HEAD"], "find the checked-out commit")
+}
+
+/// Tracked files with local edits: `checkout --force` will discard them.
+pub fn git_dirty() -> Command {
+    cmd::read(
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+        "look for local edits the checkout would discard",
+    )
+}
+
+/// The migration files of a commit that is not checked out. Paths are relative to the project
+/// root (git resolves pathspecs against the working directory, which is the root).
+pub fn git_list_migrations(sha: &str, dir: &str) -> Command {
+    let dir = format!("{dir}/");
+    cmd::read(
+        "git",
+        &["ls-tree", "--name-only", sha, "--", &dir],
+        "list the target's migration files",
+    )
+}
+
+/// `git show <sha>:./<path>`: the `./` makes the path relative to the project root, which may
+/// be a subfolder of the repository; without it git reads it from the repository root.
+pub fn git_show(sha: &str, path: &str) -> Command {
+    let spec = format!("{sha}:./{path}");
+    cmd::read(
+        "git",
+        &["show", &spec],
+        "read a migration file of the target",
+    )
+}
+
+pub fn git_checkout(sha: &str) -> Command {
+    cmd::change(
+        "git",
+        &["checkout", "--force", "--detach", sha],
+        "check out the revision",
+    )
+}
+
+fn alembic(s: &Settings, args: &[&str], purpose: &str, mutates: bool) -> Command {
+    let (program, prefix) = s
+        .alembic
+        .split_first()
+        .map_or(("alembic", &[][..]), |(p, rest)| (p.as_str(), rest));
+    let mut args_all: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    args_all.extend_from_slice(args);
+    let command = if mutates {
+        cmd::change(program, &args_all, purpose)
+    } else {
+        cmd::read(program, &args_all, purpose)
+    };
+    match (mutates, s.migration_timeout_ms) {
+        (true, Some(ms)) => command.timeout_ms(ms),
+        _ => command,
+    }
+}
+
+pub fn alembic_current(s: &Settings) -> Command {
+    alembic(
+        s,
+        &["current"],
+        "read the database's schema revision",
+        false,
+    )
+}
+
+pub fn alembic_upgrade(s: &Settings) -> Command {
+    alembic(s, &["upgrade", "head"], "apply pending migrations", true)
+}
+
+/// Downgrade to `target`, or to an empty schema when there was no revision before.
+pub fn alembic_downgrade(s: &Settings, target: Option<&str>) -> Command {
+    alembic(
+        s,
+        &["downgrade", target.unwrap_or("base")],
+        "reverse this deployment's migrations",
+        true,
+    )
+}
+
+pub fn restart(s: &Settings) -> Option<Command> {
+    cmd::from_argv(
+        s.restart.as_deref()?,
+        "restart the app on the new code",
+        true,
+    )
+}
+
+pub fn mkdir_backups(dir: &str) -> Command {
+    cmd::change("mkdir", &["-p", dir], "make the backup folder")
+}
+
+pub fn pg_dump(url: &str, file: &str) -> Command {
+    cmd::change(
+        "pg_dump",
+        &[
+            "--format=custom",
+            "--no-owner",
+            "--file",
+            file,
+            "--dbname",
+            url,
+        ],
+        "back the database up before migrating",
+    )
+}
+
+pub fn pg_restore_list(file: &str) -> Command {
+    cmd::read(
+        "pg_restore",
+        &["--list", file],
+        "check the backup is readable",
+    )
+}
+
+/// Empty the schema before restoring, so a restore over a half-migrated database (or a second
+/// run of the same restore) does not collide with objects already there.
+pub fn psql_reset_schema(url: &str) -> Command {
+    cmd::change(
+        "psql",
+        &[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--dbname",
+            url,
+            "-c",
+            "DROP SCHEMA public CASCADE; CREATE SCHEMA public;",
+        ],
+        "empty the schema before restoring the backup",
+    )
+}
+
+pub fn pg_restore(url: &str, file: &str) -> Command {
+    cmd::change(
+        "pg_restore",
+        &[
+            "--no-owner",
+            "--single-transaction",
+            "--exit-on-error",
+            "--dbname",
+            url,
+            file,
+        ],
+        "restore the database from the backup",
+    )
+}
+
+/// `<backup_dir>/<environment>-<deployment-id>.dump`, with both ids reduced to file-name-safe
+/// characters (they come from the operator and the host).
+pub fn backup_path(dir: &str, environment: &str, deployment_id: &str) -> String {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!("{dir}/{}-{}.dump", safe(environment), safe(deployment_id))
+}
+
+/// A URL libpq accepts: SQLAlchemy's `postgresql+psycopg2://` becomes `postgresql://`.
+pub fn libpq_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.starts_with("postgres") => {
+            let base = scheme.split('+').next().unwrap_or(scheme);
+            format!("{base}://{rest}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Whether `pg_restore --list` printed an archive's header (it does for any readable dump,
+/// even one of an empty database).
+pub fn is_archive_listing(listing: &str) -> bool {
+    listing.lines().any(|l| l.starts_with("; Archive created at"))
+}
+
+/// Number of tracked files `git status --porcelain` reports as edited.
+pub fn dirty_count(porcelain: &str) -> usize {
+    porcelain.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// `.py` migration files from `git ls-tree --name-only` output (package markers left out).
+pub fn migration_paths(ls_tree: &str) -> Vec<String> {
+    ls_tree
+        .lines()
+        .map(str::trim)
+        .filter(|p| p.ends_with(".py") && !p.ends_with("/__init__.py") && *p != "__init__.py")
+        .map(str::to_string)
+        .collect()
+}
+
+/// First 7 characters of a SHA, for messages.
+pub fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(c: &Command) -> Vec<String> {
+        c.argv()
+    }
+
+    #[test]
+    fn git_commands() {
+        assert_eq!(
+            argv(&git_resolve("v1.2")),
+            [
+                "git",
+                "rev-parse",
+                "--verify",
+                "--end-of-options",
+                "v1.2^{commit}"
+            ]
+        );
+        assert!(!git_resolve("main").mutates);
+        assert_eq!(
+            argv(&git_list_migrations("abc", "migrations/versions")),
+            [
+                "git",
+                "ls-tree",
+                "--name-only",
+                "abc",
+                "--",
+                "migrations/versions/"
+            ]
+        );
+        assert_eq!(
+            argv(&git_show("abc", "migrations/versions/0001_x.py")),
+            ["git", "show", "abc:./migrations/versions/0001_x.py"]
+        );
+        let checkout = git_checkout("5d6e7f8");
+        assert_eq!(
+            argv(&checkout),
+            ["git", "checkout", "--force", "--detach", "5d6e7f8"]
+        );
+        assert!(checkout.mutates);
+    }
+
+    #[test]
+    fn alembic_commands_use_the_prefix_and_the_timeout() {
+        let s = Settings {
+            alembic: vec!["python".into(), "-m".into(), "alembic".into()],
+            migration_timeout_ms: Some(60_000),
+            ..Settings::default()
+        };
+        let current = alembic_current(&s);
+        assert_eq!(argv(&current), ["python", "-m", "alembic", "current"]);
+        assert!(!current.mutates);
+        assert_eq!(current.timeout_ms, None);
+        let up = alembic_upgrade(&s);
+        assert_eq!(argv(&up), ["python", "-m", "alembic", "upgrade", "head"]);
+        assert!(up.mutates);
+        assert_eq!(up.timeout_ms, Some(60_000));
+        assert_eq!(
+            argv(&alembic_downgrade(&s, Some("0002"))),
+            ["python", "-m", "alembic", "downgrade", "0002"]
+        );
+        assert_eq!(
+            argv(&alembic_downgrade(&Settings::default(), None)),
+            ["alembic", "downgrade", "base"]
+        );
+    }
+
+    #[test]
+    fn restart_is_optional() {
+        assert!(restart(&Settings::default()).is_none());
+        let s = Settings {
+            restart: Some(vec!["python".into(), "bin/restart".into()]),
+            ..Settings::default()
+        };
+        let r = restart(&s).unwrap();
+        assert_eq!(argv(&r), ["python", "bin/restart"]);
+        assert!(r.mutates);
+    }
+
+    #[test]
+    fn backup_and_restore_commands() {
+        let url = "postgresql://app:pw@db:5432/app";
+        let file = backup_path("backups", "production", "dep 42/x");
+        assert_eq!(file, "backups/production-dep_42_x.dump");
+        assert_eq!(argv(&mkdir_backups("backups")), ["mkdir", "-p", "backups"]);
+        assert_eq!(
+            argv(&pg_dump(url, &file)),
+            [
+                "pg_dump",
+                "--format=custom",
+                "--no-owner",
+                "--file",
+                &file,
+                "--dbname",
+                url
+            ]
+        );
+        let list = pg_restore_list(&file);
+        assert_eq!(argv(&list), ["pg_restore", "--list", &file]);
+        assert!(!list.mutates);
+        assert_eq!(
+            argv(&psql_reset_schema(url)),
+            [
+                "psql",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--dbname",
+                url,
+                "-c",
+                "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"
+            ]
+        );
+        assert_eq!(
+            argv(&pg_restore(url, &file)),
+            [
+                "pg_restore",
+                "--no-owner",
+                "--single-transaction",
+                "--exit-on-error",
+                "--dbname",
+                url,
+                &file
+            ]
+        );
+    }
+
+    #[test]
+    fn urls_for_libpq() {
+        assert_eq!(
+            libpq_url("postgresql+psycopg2://u:p@h/db"),
+            "postgresql://u:p@h/db"
+        );
+        assert_eq!(libpq_url("postgres://u:p@h/db"), "postgres://u:p@h/db");
+        assert_eq!(libpq_url("sqlite:///x.db"), "sqlite:///x.db");
+    }
+
+    #[test]
+    fn output_readers() {
+        let listing = ";\n; Archive created at 2026-02-22 10:00:00 UTC\n;     dbname: app\n;\n; Selected TOC Entries:\n;\n3336; 0 0 ENCODING - ENCODING\n215; 1259 16386 TABLE public users app\n";
+        assert!(is_archive_listing(listing));
+        assert!(!is_archive_listing("pg_restore: error: input file does not appear to be a valid archive\n"));
+        assert_eq!(dirty_count(" M app/views.py\nM  deploy.toml\n"), 2);
+        assert_eq!(
+            migration_paths(
+                "migrations/versions/0001_create_users.py\nmigrations/versions/__init__.py\nmigrations/versions/README\n"
+            ),
+            vec!["migrations/versions/0001_create_users.py"]
+        );
+        assert_eq!(short("5d6e7f8a9b"), "5d6e7f8");
+    }
+}
