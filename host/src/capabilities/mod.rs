@@ -221,3 +221,6 @@ pub fn truncate(mut text: String, max: usize) -> String {
     text.push_str(&format!("\n[... {} bytes truncated]", total - cut));
     text
 }
+
+#[cfg(test)]
+mod tests;

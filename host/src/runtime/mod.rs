@@ -346,3 +346,6 @@ fn flatten<T>(r: Result<Result<T, PluginError>, CallError>) -> Result<T, CallErr
 fn first_lines(text: &str, n: usize) -> String {
     text.lines().take(n).collect::<Vec<_>>().join("\n")
 }
+
+#[cfg(test)]
+mod tests;
