@@ -419,7 +419,13 @@ fn serve(stream: TcpStream, state: &Mutex<State>, predeploy: &PreDeploy) {
         body: String::from_utf8_lossy(&body).into_owned(),
         authorization: headers.get("authorization").cloned(),
     };
-    let (status, answer) = answer(&request, state, predeploy);
+    let (status, body) = match health(&request, state) {
+        Some(answer) => answer,
+        None => {
+            let (status, answer) = api(&request, state, predeploy);
+            (status, answer.to_string())
+        }
+    };
     state.lock().unwrap().requests.push(request);
     let reason = match status {
         200 => "OK",
@@ -429,7 +435,6 @@ fn serve(stream: TcpStream, state: &Mutex<State>, predeploy: &PreDeploy) {
         404 => "Not Found",
         _ => "Service Unavailable",
     };
-    let body = answer.to_string();
     let mut stream = stream;
     let _ = write!(
         stream,
@@ -438,15 +443,21 @@ fn serve(stream: TcpStream, state: &Mutex<State>, predeploy: &PreDeploy) {
     );
 }
 
-fn answer(r: &Request, state: &Mutex<State>, predeploy: &PreDeploy) -> (u16, Value) {
-    let mut st = state.lock().unwrap();
-    if r.method == "GET" && r.path == "/health" {
-        // The app Render serves: healthy while a good commit is live.
-        return match st.deploys.iter().find(|d| d.status == "live") {
-            Some(d) if !st.failing.contains_key(&d.commit) => (200, json!({ "status": "ok", "commit": d.commit })),
-            _ => (503, json!({ "status": "unavailable" })),
-        };
+/// The app Render serves, outside the API: healthy while a good commit is live.
+fn health(r: &Request, state: &Mutex<State>) -> Option<(u16, String)> {
+    if (r.method.as_str(), r.path.as_str()) != ("GET", "/health") {
+        return None;
     }
+    let st = state.lock().unwrap();
+    Some(match st.deploys.iter().find(|d| d.status == "live") {
+        Some(d) if !st.failing.contains_key(&d.commit) => (200, format!(r#"{{"status": "ok", "commit": "{}"}}"#, d.commit)),
+        _ => (503, r#"{"status": "unavailable"}"#.to_string()),
+    })
+}
+
+/// Render's API: bearer auth, then the routes the plugin uses.
+fn api(r: &Request, state: &Mutex<State>, predeploy: &PreDeploy) -> (u16, Value) {
+    let mut st = state.lock().unwrap();
     if r.authorization.as_deref() != Some(&*format!("Bearer {KEY}")) {
         return (401, json!({ "id": "unauthorized", "message": "unauthorized" }));
     }

@@ -9,5 +9,6 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod lifecycle;
+pub mod notify;
 pub mod runtime;
 pub mod state;

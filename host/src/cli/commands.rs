@@ -6,6 +6,7 @@ use crate::capabilities::{CapabilityContext, CapabilityHost};
 use crate::config::{self, Config};
 use crate::events::Bus;
 use crate::lifecycle::approval::Approver;
+use crate::notify::Notifier;
 use crate::lifecycle::{DeployOptions, RunResult, Setup, severity_name, short};
 use crate::runtime::{CallLimits, LoadedPlugin, PluginCalls, Runtime};
 use crate::state::Store;
@@ -215,6 +216,10 @@ where
     let store = open_store(&config).await?;
     let bus = Bus::default();
     subscribe_output(cli, &bus);
+    let notifier = Notifier::new(&config.project_name(), env, &config.file.notifications.webhooks).map(Arc::new);
+    if let Some(n) = &notifier {
+        bus.subscribe(n.clone());
+    }
     let setup = Setup {
         config: &config,
         env: env_config,
@@ -226,7 +231,11 @@ where
         approver: Arc::new(TerminalApprover),
         actor: actor(),
     };
-    Ok(f(&setup).await)
+    let result = f(&setup).await;
+    if let Some(n) = notifier {
+        n.flush().await;
+    }
+    Ok(result)
 }
 
 async fn status(cli: &Cli, env: &str) -> Result<i32, Failure> {
@@ -245,6 +254,9 @@ async fn status(cli: &Cli, env: &str) -> Result<i32, Failure> {
     println!("  current:        {}", state.current_revision.as_deref().map(short).unwrap_or("none"));
     println!("  last validated: {}", state.last_validated_revision.as_deref().map(short).unwrap_or("none"));
     match lock {
+        Some(l) if l.is_expired(crate::state::now_ms()) => {
+            println!("  lock:           free (the lease of {} expired: that run stopped)", l.holder)
+        }
         Some(l) => println!("  lock:           held by {} ({})", l.holder, l.reason),
         None => println!("  lock:           free"),
     }
@@ -294,7 +306,12 @@ async fn history(cli: &Cli, env: &str, limit: u32) -> Result<i32, Failure> {
 async fn unlock(cli: &Cli, env: &str) -> Result<i32, Failure> {
     let config = load_config(cli)?;
     let store = open_store(&config).await?;
-    match store.force_release(env).await.map_err(|e| Failure::other(format!("{e:#}")))? {
+    let released = store.force_release(env).await.map_err(|e| Failure::other(format!("{e:#}")))?;
+    if cli.output == Output::Json {
+        println!("{}", serde_json::json!({ "environment": env, "released": released }));
+        return Ok(exit::OK);
+    }
+    match released {
         Some(lock) => println!("released the lock on {env} held by {} ({})", lock.holder, lock.reason),
         None => println!("{env} was not locked"),
     }

@@ -93,6 +93,9 @@ impl Guest for RenderAlembic {
         };
         let graph = graph_at(&s, &target)?;
         let target_head = graph.head().map_err(graph_error)?;
+        if s.mode == Mode::Render && database_url(&s)?.is_some() {
+            require_checkout_holds(&s, &target, target_head.as_deref())?;
+        }
         let db = db_revision_for_preflight(&ctx, &s)?;
         let pending = match graph.pending(db.as_deref()) {
             Ok(pending) => pending,
@@ -528,8 +531,14 @@ fn git_head() -> Result<Option<String>> {
 /// The database's revision per `alembic current`; none for an empty schema.
 fn db_revision(s: &Settings) -> Result<Option<String>> {
     let out = run(&commands::alembic_current(s)).map_err(|e| {
+        let checkout = match s.mode {
+            Mode::Local => "",
+            Mode::Render => {
+                "; in render mode it runs from this checkout, which must also hold the migration the database is at"
+            }
+        };
         e.with_hint(format!(
-            "alembic reads the database from its env.py: check that ${} is set and granted, and that `alembic` runs from the project root",
+            "alembic reads the database from its env.py: check that ${} is set and granted, and that `alembic` runs from the project root{checkout}",
             s.database_env
         ))
     })?;
@@ -574,6 +583,26 @@ fn graph_at(s: &Settings, sha: &str) -> Result<Graph> {
         scripts.extend(alembic::parse_script(&path, &content));
     }
     Graph::new(scripts).map_err(graph_error)
+}
+
+/// Render mode still runs Alembic here, from the files on disk: `alembic current` (preflight,
+/// verify) and `alembic downgrade` (rollback). A checkout without the target's head cannot read
+/// the schema Render migrates to, so verify would fail a deploy Render finished and roll back
+/// a live release: refuse before anything changes instead.
+fn require_checkout_holds(s: &Settings, target: &str, head: Option<&str>) -> Result<()> {
+    let Some(head) = head else { return Ok(()) };
+    if graph_checked_out(s)?.get(head).is_some() {
+        return Ok(());
+    }
+    Err(PluginError::new(format!(
+        "this checkout has no migration {head}, the head of {}: in render mode Alembic reads and \
+         downgrades the schema from the files checked out here",
+        short(target)
+    ))
+    .with_hint(format!(
+        "check out {} (or a later commit) before deploying it, as a CI job deploying that commit does",
+        short(target)
+    )))
 }
 
 /// The migrations on disk (the code that runs, in local mode).
