@@ -47,25 +47,54 @@ fn a_render_deploy_triggers_the_commit_follows_it_to_live_and_validates() {
     let v2 = t.app.sha("v2");
 
     // Exactly one deploy was asked for: that commit, with the key as a bearer token.
-    let posts = t.render.requests_to("POST", "/v1/services/srv-test/deploys");
+    let posts = t
+        .render
+        .requests_to("POST", "/v1/services/srv-test/deploys");
     assert_eq!(posts.len(), 1, "{:#?}", t.render.requests());
-    assert_eq!(posts[0].json(), json!({ "clearCache": "do_not_clear", "commitId": v2 }));
+    assert_eq!(
+        posts[0].json(),
+        json!({ "clearCache": "do_not_clear", "commitId": v2 })
+    );
     let api = t.render.api_requests();
-    assert!(api.iter().all(|r| r.authorization.as_deref() == Some(&*format!("Bearer {KEY}"))), "{api:#?}");
+    assert!(
+        api.iter()
+            .all(|r| r.authorization.as_deref() == Some(&*format!("Bearer {KEY}"))),
+        "{api:#?}"
+    );
 
     // The host polled the deploy until Render said live, and not once more.
     let deploy = t.render.deploy_of(&v2).expect("a deploy of v2");
     assert_eq!(deploy.status, "live");
-    let polls = t.render.requests_to("GET", &format!("/v1/services/srv-test/deploys/{}", deploy.id));
-    assert_eq!(polls.len(), 3, "created -> build_in_progress -> update_in_progress -> live");
-    let waited: Vec<String> = run.events_of("waiting").iter().map(|e| e["status"].as_str().unwrap().to_string()).collect();
+    let polls = t.render.requests_to(
+        "GET",
+        &format!("/v1/services/srv-test/deploys/{}", deploy.id),
+    );
+    assert_eq!(
+        polls.len(),
+        3,
+        "created -> build_in_progress -> update_in_progress -> live"
+    );
+    let waited: Vec<String> = run
+        .events_of("waiting")
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(
         waited,
-        vec![format!("Render deploy {}: build_in_progress", deploy.id), format!("Render deploy {}: update_in_progress", deploy.id)]
+        vec![
+            format!("Render deploy {}: build_in_progress", deploy.id),
+            format!("Render deploy {}: update_in_progress", deploy.id)
+        ]
     );
     // Render's pre-deploy command migrated the database, and the plugin's verify saw it.
     assert_eq!(t.app.alembic_version(), "0002");
-    assert!(run.events_of("probe_attempt").iter().any(|p| p["ok"] == true), "{}", run.text());
+    assert!(
+        run.events_of("probe_attempt")
+            .iter()
+            .any(|p| p["ok"] == true),
+        "{}",
+        run.text()
+    );
 
     let status = t.app.status("staging");
     assert_eq!(status["environment"]["current_revision"], v2);
@@ -74,8 +103,15 @@ fn a_render_deploy_triggers_the_commit_follows_it_to_live_and_validates() {
 
     // The key was sent to Render and nowhere else: not printed, not recorded.
     let history = serde_json::to_string(&t.app.history("staging")).unwrap();
-    assert!(!run.stdout.contains(KEY) && !run.stderr.contains(KEY), "the API key leaked:\n{}", run.text());
-    assert!(!history.contains(KEY), "the API key is in the history: {history}");
+    assert!(
+        !run.stdout.contains(KEY) && !run.stderr.contains(KEY),
+        "the API key leaked:\n{}",
+        run.text()
+    );
+    assert!(
+        !history.contains(KEY),
+        "the API key is in the history: {history}"
+    );
     assert_no_file_contains(&t.app.root.join(".host"), KEY);
 }
 
@@ -89,29 +125,61 @@ fn b_a_failed_render_build_rolls_back_to_the_previous_live_deploy() {
     t.render.fail(&v3, "build_failed");
 
     let run = t.deploy("v3");
-    assert_eq!(run.code, 10, "exit 10 = failed and rolled back:\n{}", run.text());
-    let failed: Vec<Value> = run.events_of("phase_finished").into_iter().filter(|p| p["ok"] == false).collect();
+    assert_eq!(
+        run.code,
+        10,
+        "exit 10 = failed and rolled back:\n{}",
+        run.text()
+    );
+    let failed: Vec<Value> = run
+        .events_of("phase_finished")
+        .into_iter()
+        .filter(|p| p["ok"] == false)
+        .collect();
     assert_eq!(failed.len(), 1, "{}", run.text());
     assert_eq!(failed[0]["phase"], "deploy");
-    assert!(failed[0]["detail"].as_str().unwrap().contains("build_failed"), "{}", failed[0]);
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("build_failed"),
+        "{}",
+        failed[0]
+    );
     let rollback = &run.events_of("rollback_started")[0];
     assert_eq!(rollback["to_revision"], v2);
 
     // Render was asked to roll back to the deploy of v2 that went live, with the key.
-    let rollbacks = t.render.requests_to("POST", "/v1/services/srv-test/rollbacks");
+    let rollbacks = t
+        .render
+        .requests_to("POST", "/v1/services/srv-test/rollbacks");
     assert_eq!(rollbacks.len(), 1, "{:#?}", t.render.requests());
     assert_eq!(rollbacks[0].json(), json!({ "deployId": v2_deploy.id }));
-    assert_eq!(rollbacks[0].authorization.as_deref(), Some(&*format!("Bearer {KEY}")));
+    assert_eq!(
+        rollbacks[0].authorization.as_deref(),
+        Some(&*format!("Bearer {KEY}"))
+    );
     let live = t.render.live().expect("something is live");
-    assert_eq!((live.commit.as_str(), live.trigger), (v2.as_str(), "rollback"));
-    assert_eq!(t.render.deploys().iter().filter(|d| d.commit == v2).count(), 2, "v2's deploy and the rollback to it");
+    assert_eq!(
+        (live.commit.as_str(), live.trigger),
+        (v2.as_str(), "rollback")
+    );
+    assert_eq!(
+        t.render.deploys().iter().filter(|d| d.commit == v2).count(),
+        2,
+        "v2's deploy and the rollback to it"
+    );
 
     let status = t.app.status("staging");
     assert_eq!(status["environment"]["current_revision"], v2);
     assert_eq!(status["environment"]["last_validated_revision"], v2);
     assert!(status["lock"].is_null(), "{status}");
     assert_eq!(t.app.history("staging")[0]["status"], "rolled_back");
-    assert_eq!(t.app.alembic_version(), "0002", "the failed build never migrated");
+    assert_eq!(
+        t.app.alembic_version(),
+        "0002",
+        "the failed build never migrated"
+    );
 }
 
 #[test]
@@ -121,27 +189,64 @@ fn c_a_missing_or_rejected_api_key_fails_before_anything_changes() {
 
     // Not set at all: the plugin says which variable, and Render is not called.
     let run = t.deploy_with_key("v2", None);
-    assert_eq!(run.code, 3, "exit 3 = failed before any change:\n{}", run.text());
-    assert!(run.stdout.contains("the Render API key is missing: $RENDER_API_KEY is not set"), "{}", run.text());
-    assert!(t.render.api_requests().is_empty(), "{:#?}", t.render.requests());
+    assert_eq!(
+        run.code,
+        3,
+        "exit 3 = failed before any change:\n{}",
+        run.text()
+    );
+    assert!(
+        run.stdout
+            .contains("the Render API key is missing: $RENDER_API_KEY is not set"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        t.render.api_requests().is_empty(),
+        "{:#?}",
+        t.render.requests()
+    );
 
     // Set but wrong: Render's 401 and its message come through, with what to check.
     let wrong = "rnd_revoked0000000000000";
     let run = t.deploy_with_key("v2", Some(wrong));
     assert_eq!(run.code, 3, "{}", run.text());
-    let detail = run.events_of("run_finished")[0]["detail"].as_str().unwrap().to_string();
-    assert!(detail.contains("Render API answered 401: unauthorized"), "{detail}");
+    let detail = run.events_of("run_finished")[0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("Render API answered 401: unauthorized"),
+        "{detail}"
+    );
     assert!(detail.contains("render_api_key_env"), "{detail}");
-    assert!(!run.stdout.contains(wrong) && !run.stderr.contains(wrong), "the key leaked:\n{}", run.text());
+    assert!(
+        !run.stdout.contains(wrong) && !run.stderr.contains(wrong),
+        "the key leaked:\n{}",
+        run.text()
+    );
     let api = t.render.api_requests();
     assert_eq!(api.len(), 1, "only the access check: {api:#?}");
-    assert_eq!((api[0].method.as_str(), api[0].path.as_str()), ("GET", "/v1/services/srv-test"));
-    assert_eq!(api[0].authorization.as_deref(), Some(&*format!("Bearer {wrong}")));
+    assert_eq!(
+        (api[0].method.as_str(), api[0].path.as_str()),
+        ("GET", "/v1/services/srv-test")
+    );
+    assert_eq!(
+        api[0].authorization.as_deref(),
+        Some(&*format!("Bearer {wrong}"))
+    );
 
     assert!(t.render.deploys().is_empty());
-    assert_eq!(t.app.pg.data_checksum().unwrap(), db_before, "the database is as it was");
+    assert_eq!(
+        t.app.pg.data_checksum().unwrap(),
+        db_before,
+        "the database is as it was"
+    );
     let status = t.app.status("staging");
-    assert!(status["environment"]["current_revision"].is_null(), "{status}");
+    assert!(
+        status["environment"]["current_revision"].is_null(),
+        "{status}"
+    );
     assert!(status["lock"].is_null(), "{status}");
 }
 
@@ -155,13 +260,29 @@ fn d_a_deploy_failing_after_its_migrations_downgrades_then_rolls_back_on_render(
     let run = t.deploy("v3");
     assert_eq!(run.code, 10, "{}", run.text());
     // Render's pre-deploy command had migrated to 0003 before the new code failed to start.
-    assert!(t.render.deploy_of(&v3).is_some_and(|d| d.migrated && d.status == "update_failed"));
+    assert!(
+        t.render
+            .deploy_of(&v3)
+            .is_some_and(|d| d.migrated && d.status == "update_failed")
+    );
     let rollback = &run.events_of("rollback_started")[0];
-    assert_eq!((rollback["method"].as_str(), rollback["to_revision"].as_str()), (Some("downgrade"), Some(v2.as_str())));
+    assert_eq!(
+        (
+            rollback["method"].as_str(),
+            rollback["to_revision"].as_str()
+        ),
+        (Some("downgrade"), Some(v2.as_str()))
+    );
     let downgrade = run
         .events_of("command_started")
         .into_iter()
-        .find(|c| c["argv"].as_array().unwrap().iter().any(|a| a == "downgrade"))
+        .find(|c| {
+            c["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "downgrade")
+        })
         .expect("an alembic downgrade ran");
     assert_eq!(downgrade["argv"], json!(["alembic", "downgrade", "0002"]));
 
@@ -171,7 +292,29 @@ fn d_a_deploy_failing_after_its_migrations_downgrades_then_rolls_back_on_render(
         "0"
     );
     assert_eq!(t.render.live().map(|d| d.commit), Some(v2.clone()));
-    assert_eq!(t.app.status("staging")["environment"]["current_revision"], v2);
+    assert_eq!(
+        t.app.status("staging")["environment"]["current_revision"],
+        v2
+    );
+}
+
+#[test]
+fn e_a_checkout_without_the_targets_migrations_is_refused_before_render_deploys() {
+    let t = render_app!();
+    // The checkout stays at v1 (no 0002): Alembic could not read the schema Render migrates to.
+    let run = t.deploy_from_checkout_at("v1", "v2", Some(KEY));
+    assert_eq!(run.code, 3, "{}", run.text());
+    let detail = run.events_of("run_finished")[0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("this checkout has no migration 0002"),
+        "{detail}"
+    );
+    assert!(detail.contains("check out"), "{detail}");
+    assert!(t.render.deploys().is_empty(), "{:#?}", t.render.requests());
+    assert!(t.app.status("staging")["lock"].is_null());
 }
 
 /// An app checkout configured for render mode against its own [`FakeRender`].
@@ -199,8 +342,14 @@ impl RenderApp {
     /// Check `rev` out (the tracked deploy.toml is the same in every tag, so the render-mode
     /// edit carries over) and deploy it.
     fn deploy_with_key(&self, rev: &str, key: Option<&str>) -> Run {
-        self.app.git(&["checkout", "--quiet", "--detach", rev]);
-        let mut cmd = self.app.host_cmd(&["deploy", "--env", "staging", "--rev", rev, "--output", "json"]);
+        self.deploy_from_checkout_at(rev, rev, key)
+    }
+
+    fn deploy_from_checkout_at(&self, checkout: &str, rev: &str, key: Option<&str>) -> Run {
+        self.app.git(&["checkout", "--quiet", "--detach", checkout]);
+        let mut cmd = self.app.host_cmd(&[
+            "deploy", "--env", "staging", "--rev", rev, "--output", "json",
+        ]);
         match key {
             Some(key) => cmd.env("RENDER_API_KEY", key),
             None => cmd.env_remove("RENDER_API_KEY"),
@@ -269,7 +418,11 @@ fn assert_no_file_contains(dir: &Path, needle: &str) {
             assert_no_file_contains(&path, needle);
         } else {
             let bytes = std::fs::read(&path).unwrap();
-            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()), "{} holds the API key", path.display());
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds the API key",
+                path.display()
+            );
         }
     }
 }
@@ -286,7 +439,12 @@ struct Request {
 
 impl Request {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{} {}: body is not JSON ({e}): {}", self.method, self.path, self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} {}: body is not JSON ({e}): {}",
+                self.method, self.path, self.body
+            )
+        })
     }
 }
 
@@ -355,7 +513,11 @@ impl FakeRender {
 
     /// The deploy of `commit` ends in `status` (`build_failed`, `update_failed`).
     fn fail(&self, commit: &str, status: &'static str) {
-        self.state.lock().unwrap().failing.insert(commit.to_string(), status);
+        self.state
+            .lock()
+            .unwrap()
+            .failing
+            .insert(commit.to_string(), status);
     }
 
     fn requests(&self) -> Vec<Request> {
@@ -363,11 +525,17 @@ impl FakeRender {
     }
 
     fn api_requests(&self) -> Vec<Request> {
-        self.requests().into_iter().filter(|r| r.path.starts_with("/v1/")).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/v1/"))
+            .collect()
     }
 
     fn requests_to(&self, method: &str, path: &str) -> Vec<Request> {
-        self.requests().into_iter().filter(|r| r.method == method && r.path == path).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path == path)
+            .collect()
     }
 
     fn deploys(&self) -> Vec<Deploy> {
@@ -376,7 +544,9 @@ impl FakeRender {
 
     /// The first deploy of `commit` the API triggered (not a rollback to it).
     fn deploy_of(&self, commit: &str) -> Option<Deploy> {
-        self.deploys().into_iter().find(|d| d.commit == commit && d.trigger == "api")
+        self.deploys()
+            .into_iter()
+            .find(|d| d.commit == commit && d.trigger == "api")
     }
 
     fn live(&self) -> Option<Deploy> {
@@ -399,7 +569,10 @@ fn serve(stream: TcpStream, state: &Mutex<State>, predeploy: &PreDeploy) {
         return;
     }
     let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
     let mut headers = HashMap::new();
     loop {
         let mut h = String::new();
@@ -410,7 +583,10 @@ fn serve(stream: TcpStream, state: &Mutex<State>, predeploy: &PreDeploy) {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let length = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; length];
     let _ = reader.read_exact(&mut body);
     let request = Request {
@@ -450,7 +626,10 @@ fn health(r: &Request, state: &Mutex<State>) -> Option<(u16, String)> {
     }
     let st = state.lock().unwrap();
     Some(match st.deploys.iter().find(|d| d.status == "live") {
-        Some(d) if !st.failing.contains_key(&d.commit) => (200, format!(r#"{{"status": "ok", "commit": "{}"}}"#, d.commit)),
+        Some(d) if !st.failing.contains_key(&d.commit) => (
+            200,
+            format!(r#"{{"status": "ok", "commit": "{}"}}"#, d.commit),
+        ),
         _ => (503, r#"{"status": "unavailable"}"#.to_string()),
     })
 }
@@ -459,12 +638,22 @@ fn health(r: &Request, state: &Mutex<State>) -> Option<(u16, String)> {
 fn api(r: &Request, state: &Mutex<State>, predeploy: &PreDeploy) -> (u16, Value) {
     let mut st = state.lock().unwrap();
     if r.authorization.as_deref() != Some(&*format!("Bearer {KEY}")) {
-        return (401, json!({ "id": "unauthorized", "message": "unauthorized" }));
+        return (
+            401,
+            json!({ "id": "unauthorized", "message": "unauthorized" }),
+        );
     }
     let (path, query) = r.path.split_once('?').unwrap_or((&r.path, ""));
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let not_found = |what: &str| (404, json!({ "id": "not-found", "message": format!("{what} not found") }));
-    let ["v1", "services", service, rest @ ..] = segments.as_slice() else { return not_found("route") };
+    let not_found = |what: &str| {
+        (
+            404,
+            json!({ "id": "not-found", "message": format!("{what} not found") }),
+        )
+    };
+    let ["v1", "services", service, rest @ ..] = segments.as_slice() else {
+        return not_found("route");
+    };
     if *service != SERVICE {
         return not_found("service");
     }
@@ -473,7 +662,10 @@ fn api(r: &Request, state: &Mutex<State>, predeploy: &PreDeploy) -> (u16, Value)
         ("POST", ["deploys"]) => {
             let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
             let Some(commit) = body["commitId"].as_str() else {
-                return (400, json!({ "id": "bad-request", "message": "commitId is required" }));
+                return (
+                    400,
+                    json!({ "id": "bad-request", "message": "commitId is required" }),
+                );
             };
             let next = match st.failing.get(commit) {
                 Some(&"build_failed") => vec!["build_in_progress", "build_failed"],
@@ -484,7 +676,10 @@ fn api(r: &Request, state: &Mutex<State>, predeploy: &PreDeploy) -> (u16, Value)
             (201, deploy_object(&deploy, &predeploy.repo))
         }
         ("GET", ["deploys"]) => {
-            let limit = query.strip_prefix("limit=").and_then(|l| l.parse().ok()).unwrap_or(20);
+            let limit = query
+                .strip_prefix("limit=")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(20);
             let list: Vec<Value> = st
                 .deploys
                 .iter()
@@ -495,15 +690,23 @@ fn api(r: &Request, state: &Mutex<State>, predeploy: &PreDeploy) -> (u16, Value)
             (200, Value::Array(list))
         }
         ("GET", ["deploys", id]) => {
-            let Some(i) = st.deploys.iter().position(|d| d.id == *id) else { return not_found("deploy") };
+            let Some(i) = st.deploys.iter().position(|d| d.id == *id) else {
+                return not_found("deploy");
+            };
             st.advance(i, predeploy);
             (200, deploy_object(&st.deploys[i], &predeploy.repo))
         }
         ("POST", ["rollbacks"]) => {
             let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-            let target = st.deploys.iter().find(|d| Some(d.id.as_str()) == body["deployId"].as_str());
+            let target = st
+                .deploys
+                .iter()
+                .find(|d| Some(d.id.as_str()) == body["deployId"].as_str());
             let Some(target) = target.filter(|d| matches!(d.status, "live" | "deactivated")) else {
-                return (400, json!({ "id": "bad-request", "message": "deployId must name a deploy that went live" }));
+                return (
+                    400,
+                    json!({ "id": "bad-request", "message": "deployId must name a deploy that went live" }),
+                );
             };
             // A rollback reuses the earlier build: no build, no pre-deploy command.
             let commit = target.commit.clone();
@@ -517,10 +720,19 @@ fn api(r: &Request, state: &Mutex<State>, predeploy: &PreDeploy) -> (u16, Value)
 impl State {
     fn now(&mut self) -> String {
         self.clock += 1;
-        format!("2026-02-22T10:{:02}:{:02}.000000Z", self.clock / 60 % 60, self.clock % 60)
+        format!(
+            "2026-02-22T10:{:02}:{:02}.000000Z",
+            self.clock / 60 % 60,
+            self.clock % 60
+        )
     }
 
-    fn new_deploy(&mut self, commit: &str, trigger: &'static str, next: Vec<&'static str>) -> Deploy {
+    fn new_deploy(
+        &mut self,
+        commit: &str,
+        trigger: &'static str,
+        next: Vec<&'static str>,
+    ) -> Deploy {
         let now = self.now();
         let deploy = Deploy {
             id: format!("dep-d3fake{:014}", self.deploys.len() + 1),
@@ -594,7 +806,10 @@ impl PreDeploy {
             .output()
             .unwrap();
         if !out.status.success() {
-            eprintln!("fake Render: pre-deploy of {commit} failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "fake Render: pre-deploy of {commit} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         out.status.success()
     }

@@ -22,7 +22,9 @@
 //! `--toolchain rustup|debian` forces a route; `--workspace DIR` builds the plugins of another
 //! checkout with the same layout (used to test this task).
 
+mod demo;
 mod plugins;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ use plugins::{Options, ToolchainChoice};
 
 const USAGE: &str = "\
 usage: cargo xtask build-plugins [NAME...] [--debug] [--toolchain auto|rustup|debian]
+       cargo xtask demo              build everything and run the example deploys (see README)
+       cargo xtask test [ARGS...]    build the plugins and run every test (ARGS go to the runner)
 
 Builds each plugin crate under plugins/ into a component at target/plugins/<name>.wasm.
   NAME        build only these plugins (package names, e.g. render-alembic)
@@ -53,6 +57,8 @@ fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("build-plugins") => plugins::build_plugins(&parse_build_plugins(args)?),
+        Some("demo") => demo::run(&workspace_root()?),
+        Some("test") => test::run(&workspace_root()?, &args.collect::<Vec<_>>()),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -98,4 +104,12 @@ fn parse_build_plugins(mut args: impl Iterator<Item = String>) -> Result<Options
         }
     }
     Ok(opts)
+}
+
+/// The workspace root: xtask/ sits directly in it.
+fn workspace_root() -> Result<PathBuf> {
+    Ok(PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
 }

@@ -39,6 +39,18 @@ struct Plugin {
     dir: PathBuf,
 }
 
+impl Options {
+    /// Every plugin, release build, toolchain detected.
+    pub fn all(root: &Path) -> Options {
+        Options {
+            names: Vec::new(),
+            debug: false,
+            toolchain: ToolchainChoice::Auto,
+            root: root.to_path_buf(),
+        }
+    }
+}
+
 pub fn build_plugins(opts: &Options) -> Result<()> {
     let plugins = select(discover(&opts.root)?, &opts.names)?;
     if plugins.is_empty() {
@@ -271,14 +283,28 @@ fn rustup_has_target() -> bool {
 
 fn rustup_add_target() -> bool {
     eprintln!("the rustup toolchain has no {TARGET} std; trying `rustup target add {TARGET}`");
-    let added = Command::new("rustup")
+    let output = Command::new("rustup")
         .args(["target", "add", TARGET])
+        .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !added {
-        eprintln!("rustup could not add the target; using Debian's toolchain instead");
-    }
+        .output();
+    let added = match output {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            // rustup is chatty on failure: keep its one `error:` line.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let reason = stderr.lines().find(|l| l.starts_with("error:"));
+            eprintln!(
+                "rustup could not add the target ({})",
+                reason.unwrap_or("no reason given")
+            );
+            false
+        }
+        Err(err) => {
+            eprintln!("rustup is not available ({err})");
+            false
+        }
+    };
     added && rustup_has_target()
 }
 

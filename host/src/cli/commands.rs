@@ -190,16 +190,30 @@ impl Approver for TerminalApprover {
     }
 }
 
+/// `user@host`, recorded with each run and shown as the lock holder (`HOST_ACTOR` overrides,
+/// e.g. with a CI job's name).
 fn actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| login_name());
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
     std::env::var("HOST_ACTOR").unwrap_or(format!("{user}@{host}"))
+}
+
+/// The name of the user running us, from the password database.
+fn login_name() -> String {
+    // SAFETY: getpwuid returns a pointer into static storage (or null), read once right away.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return format!("uid{}", libc::getuid());
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()
+    }
 }
 
 fn subscribe_output(cli: &Cli, bus: &Bus) {
     match cli.output {
         Output::Json => bus.subscribe(Arc::new(JsonLines)),
-        Output::Human => bus.subscribe(Arc::new(Human { verbose: std::env::var_os("HOST_VERBOSE").is_some() })),
+        Output::Human => bus.subscribe(Arc::new(Human::new(std::env::var_os("HOST_VERBOSE").is_some()))),
     }
 }
 

@@ -22,6 +22,14 @@ impl Subscriber for JsonLines {
 /// Short human lines on stdout, as things happen.
 pub struct Human {
     pub verbose: bool,
+    /// The last failed probe's detail: repeats are shortened to keep retries readable.
+    last_probe: std::sync::Mutex<String>,
+}
+
+impl Human {
+    pub fn new(verbose: bool) -> Human {
+        Human { verbose, last_probe: Default::default() }
+    }
 }
 
 fn secs(d: Duration) -> String {
@@ -94,11 +102,14 @@ impl Subscriber for Human {
             ),
             Event::Waiting { what, status } => format!("  … {what}: {status}"),
             Event::ProbeAttempt { probe, attempt, of, ok, detail, .. } => {
-                if *ok {
-                    format!("  probe {probe}: {detail} (attempt {attempt}/{of})")
+                let mut last = self.last_probe.lock().unwrap();
+                let line = if !*ok && *last == *detail {
+                    format!("  probe {probe}: same (attempt {attempt}/{of})")
                 } else {
                     format!("  probe {probe}: {detail} (attempt {attempt}/{of})")
-                }
+                };
+                *last = if *ok { String::new() } else { detail.clone() };
+                line
             }
             Event::RollbackStarted { reason, to_revision, method } => {
                 format!("↺ rolling back to {} ({method}): {reason}", short(to_revision))
