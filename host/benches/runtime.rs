@@ -132,8 +132,8 @@ fn main() {
     rows.push(Row {
         name: "check_migrations",
         what: format!(
-            "fresh store + instantiate + `check-migrations` on examples/alembic-app's {} migration files \
-             ({total_bytes} bytes, {} findings): Python + SQL parsing in the guest",
+            "fresh store + instantiate + `check-migrations` on examples/alembic-app's migrations plus one \
+             destructive script ({} files, {total_bytes} bytes, {} findings): Python + SQL parsing in the guest",
             sources.len(),
             findings.len()
         ),
@@ -276,7 +276,24 @@ fn project_with_scripts(base: &Path, name: &str, n: usize) -> PathBuf {
     root.canonicalize().unwrap()
 }
 
-/// Every migration of the example app (v1..v4), as `check-migrations` receives them.
+const DESTRUCTIVE: &str = r#""""drop legacy table"""
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+
+
+def upgrade():
+    op.drop_table("legacy_events")
+    op.execute("DELETE FROM sessions")
+
+
+def downgrade():
+    pass
+"#;
+
+/// Every migration of the example app (v1..v4) plus a destructive one, as `check-migrations`
+/// receives them.
 fn migration_sources() -> Vec<(String, String)> {
     let revisions = testkit::workspace_root().join("examples/alembic-app/revisions");
     let mut sources = Vec::new();
@@ -290,6 +307,8 @@ fn migration_sources() -> Vec<(String, String)> {
         }
     }
     assert!(!sources.is_empty(), "no migrations under {}", revisions.display());
+    // The example's migrations are all safe; one destructive script exercises the findings path.
+    sources.push(("migrations/versions/0005_drop_legacy.py".into(), DESTRUCTIVE.into()));
     sources
 }
 
@@ -312,10 +331,10 @@ fn print_table(wasm: &Path, rows: &[Row], derived: &[(&str, f64, &str)]) {
     }
     println!("\nwhat each line measures:");
     for r in rows {
-        println!("  {:<26} {}", r.name, r.what);
+        println!("  {:<36} {}", r.name, r.what);
     }
     for (name, _, what) in derived {
-        println!("  {name:<26} {what}");
+        println!("  {name:<36} {what}");
     }
 }
 

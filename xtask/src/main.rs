@@ -73,11 +73,7 @@ fn parse_build_plugins(mut args: impl Iterator<Item = String>) -> Result<Options
         names: Vec::new(),
         debug: false,
         toolchain: ToolchainChoice::Auto,
-        // xtask/ sits directly in the workspace root.
-        root: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("xtask has no parent directory")?
-            .to_path_buf(),
+        root: workspace_root()?,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
