@@ -232,3 +232,111 @@ fn g_manual_rollback_returns_to_the_previous_validated_revision() {
     let status = app.status("staging");
     assert_eq!(status["environment"]["current_revision"], app.sha("v1"));
 }
+
+#[test]
+fn h_a_destructive_migration_waits_for_approval_in_production_and_rolls_back_by_restore() {
+    let app = app!();
+    let deploy = |rev: &str, extra: &[&str]| app.deploy("production", rev, extra);
+    assert_eq!(deploy("v1", &[]).code, 0);
+    assert_eq!(deploy("v2", &[]).code, 0);
+    write_v2_rows(&app);
+    let before = app.pg.data_checksum().unwrap();
+
+    // No approval: stops before any change, says where the destructive step is.
+    let run = deploy("v5", &[]);
+    assert_eq!(run.code, 4, "exit 4 = approval required:\n{}", run.text());
+    let finding = &run.events_of("finding")[0];
+    assert_eq!(finding["rule"], "drop-column");
+    assert_eq!(finding["severity"], "destructive");
+    assert_eq!(finding["file"], "migrations/versions/0003d_drop_display_name.py");
+    assert_eq!(finding["line"], 25);
+    assert_eq!(run.events_of("plan")[0]["classification"], "destructive-migrations");
+    assert!(run.events_of("backup_made").is_empty() && run.events_of("command_started").iter().all(|c| c["mutates"] == false));
+    assert_eq!(app.pg.data_checksum().unwrap(), before);
+    assert_eq!(app.head(), app.sha("v2"));
+    assert!(app.status("production")["lock"].is_null());
+    assert_eq!(app.history("production")[0]["status"], "aborted");
+
+    // Approved: backed up, migrated, validated; the decision and who made it are recorded.
+    let run = app.host_cmd(&["deploy", "--env", "production", "--rev", "v5", "--approve", "--output", "json"])
+        .env("HOST_ACTOR", "carol@ops")
+        .output()
+        .unwrap();
+    let run = common::Run { code: run.status.code().unwrap(), stdout: String::from_utf8_lossy(&run.stdout).into(), stderr: String::from_utf8_lossy(&run.stderr).into() };
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(run.events_of("approved")[0]["by"], "carol@ops");
+    assert_eq!(run.events_of("backup_made").len(), 1);
+    assert_eq!(app.sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'display_name'"), "0");
+    let approval = app.history("production")[0]["phases"].as_array().unwrap().iter().find(|p| p["phase"] == "approval").cloned().unwrap();
+    assert_eq!(approval["outcome"], "ok");
+    assert_eq!(approval["detail"], "approved by carol@ops: --approve");
+
+    // Rolling it back restores the backup: the dropped column's data comes back.
+    let run = app.host(&["rollback", "--env", "production", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(run.events_of("rollback_started")[0]["method"], "restore");
+    assert_eq!(app.head(), app.sha("v2"));
+    assert_eq!(app.sql("SELECT string_agg(coalesce(display_name, '-'), ',' ORDER BY id) FROM users"), "ada,-");
+    assert_eq!(app.pg.data_checksum().unwrap(), before, "the database is as it was before v5");
+    assert_eq!(app.get("/health").0, 200);
+}
+
+#[test]
+fn i_staging_pauses_before_a_destructive_migration_then_goes_on() {
+    let app = app!();
+    deployed(&app, "v1");
+    deployed(&app, "v2");
+    let started = Instant::now();
+    let run = app.deploy("staging", "v5", &[]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let paused = &run.events_of("paused")[0];
+    assert_eq!(paused["duration"], 3000, "deploy.toml sets pause = \"3s\" for staging");
+    assert!(paused["reason"].as_str().unwrap().contains("0003d_drop_display_name.py:25 drop-column"), "{paused}");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    // The pause happened before anything changed: it comes before the backup.
+    let kinds: Vec<String> = run.events().iter().map(|e| e["type"].as_str().unwrap().to_string()).collect();
+    let pos = |k: &str| kinds.iter().position(|x| x == k).unwrap();
+    assert!(pos("paused") < pos("backup_made"));
+}
+
+#[test]
+fn j_a_rollback_that_fails_keeps_the_environment_locked_for_a_person() {
+    use std::io::BufRead;
+    let app = app!();
+    deployed(&app, "v1");
+    deployed(&app, "v2");
+    let mut child = app
+        .host_cmd(&["deploy", "--env", "staging", "--rev", "v3", "--output", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let mut stopped = false;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        // The database dies while v3 is being verified: the rollback cannot downgrade nor restore.
+        if !stopped && line.contains("\"probe_attempt\"") {
+            app.pg.stop();
+            stopped = true;
+        }
+        lines.push(line);
+    }
+    let code = child.wait().unwrap().code();
+    let text = lines.join("\n");
+    assert_eq!(code, Some(11), "exit 11 = rollback failed:\n{text}");
+    assert!(text.contains("\"rollback_finished\",\"ok\":false"), "{text}");
+
+    // The lock stays, naming why and where the backup is; nobody can deploy over it.
+    let status = app.status("staging");
+    let reason = status["lock"]["reason"].as_str().unwrap().to_string();
+    assert!(reason.starts_with("rollback failed"), "{reason}");
+    assert!(reason.contains("backups/staging-"), "{reason}");
+    let again = app.deploy("staging", "v2", &[]);
+    assert_eq!(again.code, 5, "{}", again.text());
+    assert!(again.stdout.contains("rollback failed"), "{}", again.text());
+
+    let unlock = app.host(&["unlock", "--env", "staging"]);
+    assert_eq!(unlock.code, 0, "{}", unlock.text());
+    assert!(app.status("staging")["lock"].is_null());
+}

@@ -44,7 +44,11 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 }
 
 fn iterations(n: usize) -> usize {
-    if std::env::var_os("BENCH_QUICK").is_some() { (n / 10).max(3) } else { n }
+    if std::env::var_os("BENCH_QUICK").is_some() {
+        (n / 10).max(3)
+    } else {
+        n
+    }
 }
 
 /// Times `f` `n` times after `warmup` untimed runs.
@@ -65,18 +69,25 @@ fn main() {
     let target = testkit::target_dir();
     let wasm = target.join("plugins").join(format!("{PLUGIN}.wasm"));
     if !wasm.exists() {
-        eprintln!("{} is missing: run `cargo xtask build-plugins` first", wasm.display());
+        eprintln!(
+            "{} is missing: run `cargo xtask build-plugins` first",
+            wasm.display()
+        );
         std::process::exit(1);
     }
     let wasm_bytes = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
 
     // 1. Engine + linker: what every host process pays before it can load anything.
     rows.push(Row {
         name: "runtime_new",
-        what: "Runtime::new: wasmtime engine, linker with the host imports, epoch ticker thread".into(),
+        what: "Runtime::new: wasmtime engine, linker with the host imports, epoch ticker thread"
+            .into(),
         samples: measure(50, 2, || time(|| Runtime::new(None).unwrap()).1),
     });
 
@@ -97,8 +108,14 @@ fn main() {
 
     // 3. Cached load: a fresh Runtime (as a new `host` process has) over a warm cache dir.
     let cache_dir = scratch.path().join("cache");
-    let first = Runtime::new(Some(cache_dir.clone())).unwrap().load(&wasm).unwrap();
-    assert!(!first.from_cache, "the first load into an empty cache compiles");
+    let first = Runtime::new(Some(cache_dir.clone()))
+        .unwrap()
+        .load(&wasm)
+        .unwrap();
+    assert!(
+        !first.from_cache,
+        "the first load into an empty cache compiles"
+    );
     rows.push(Row {
         name: "load_cached",
         what: "Runtime::load from the on-disk cache: read + sha256 + deserialize (mmap) + link; from_cache == true"
@@ -115,7 +132,11 @@ fn main() {
     let runtime = Runtime::new(Some(cache_dir.clone())).unwrap();
     let plugin = runtime.load(&wasm).unwrap();
     let root = scratch.path().canonicalize().unwrap();
-    let deny_all = bench_calls(&runtime, &plugin, CapabilityContext::deny_all(PLUGIN, root.clone()));
+    let deny_all = bench_calls(
+        &runtime,
+        &plugin,
+        CapabilityContext::deny_all(PLUGIN, root.clone()),
+    );
 
     // 4. The fixed cost of every lifecycle call.
     rows.push(Row {
@@ -177,8 +198,16 @@ fn main() {
     const K: usize = 64;
     let empty_root = project_with_scripts(scratch.path(), "k0", 0);
     let full_root = project_with_scripts(scratch.path(), "k64", K);
-    let verify_empty = bench_calls(&runtime, &plugin, CapabilityContext::deny_all(PLUGIN, empty_root));
-    let verify_full = bench_calls(&runtime, &plugin, CapabilityContext::deny_all(PLUGIN, full_root));
+    let verify_empty = bench_calls(
+        &runtime,
+        &plugin,
+        CapabilityContext::deny_all(PLUGIN, empty_root),
+    );
+    let verify_full = bench_calls(
+        &runtime,
+        &plugin,
+        CapabilityContext::deny_all(PLUGIN, full_root),
+    );
     let local = ctx("v2");
     rows.push(Row {
         name: "verify_0_reads",
@@ -191,7 +220,9 @@ fn main() {
     });
     rows.push(Row {
         name: "verify_64_reads",
-        what: format!("same with {K} empty scripts: list-dir + {K} granted read-file calls + one denied run"),
+        what: format!(
+            "same with {K} empty scripts: list-dir + {K} granted read-file calls + one denied run"
+        ),
         samples: measure(500, 20, || {
             let (r, took) = time(|| tokio.block_on(verify_full.verify(&local)));
             expect_plugin_error(r, "not granted");
@@ -204,7 +235,10 @@ fn main() {
     let derived = [
         (
             "capability_round_trip_denied_us",
-            diff_us(by_name("preflight_one_denied_run"), by_name("preflight_no_host_call")),
+            diff_us(
+                by_name("preflight_one_denied_run"),
+                by_name("preflight_no_host_call"),
+            ),
             "median(preflight_one_denied_run) - median(preflight_no_host_call): one host import call \
              (lower the command record, grant check, denial message, lift the error) plus the guest's error wrapping",
         ),
@@ -227,7 +261,13 @@ fn main() {
     ];
 
     print_table(&wasm, &rows, &derived);
-    write_json(&target.join("bench/runtime.json"), &wasm, wasm_bytes, &rows, &derived);
+    write_json(
+        &target.join("bench/runtime.json"),
+        &wasm,
+        wasm_bytes,
+        &rows,
+        &derived,
+    );
 }
 
 fn bench_calls<'a>(
@@ -299,34 +339,72 @@ fn migration_sources() -> Vec<(String, String)> {
     let mut sources = Vec::new();
     for rev in ["v1", "v2", "v3", "v4"] {
         let dir = revisions.join(rev).join("migrations/versions");
-        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         files.sort();
-        for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "py")) {
-            let name = format!("migrations/versions/{}", path.file_name().unwrap().to_string_lossy());
+        for path in files
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        {
+            let name = format!(
+                "migrations/versions/{}",
+                path.file_name().unwrap().to_string_lossy()
+            );
             sources.push((name, std::fs::read_to_string(&path).unwrap()));
         }
     }
-    assert!(!sources.is_empty(), "no migrations under {}", revisions.display());
+    assert!(
+        !sources.is_empty(),
+        "no migrations under {}",
+        revisions.display()
+    );
     // The example's migrations are all safe; one destructive script exercises the findings path.
-    sources.push(("migrations/versions/0005_drop_legacy.py".into(), DESTRUCTIVE.into()));
+    sources.push((
+        "migrations/versions/0005_drop_legacy.py".into(),
+        DESTRUCTIVE.into(),
+    ));
     sources
 }
 
 fn fmt(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
-    if us >= 10_000.0 { format!("{:.1} ms", us / 1000.0) } else { format!("{us:.1} µs") }
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
 }
 
 fn print_table(wasm: &Path, rows: &[Row], derived: &[(&str, f64, &str)]) {
-    println!("\nruntime benchmark: {} ({} host, wasmtime 48)\n", wasm.display(), std::env::consts::ARCH);
-    println!("{:<26} {:>6} {:>12} {:>12}", "name", "iters", "median", "p90");
+    println!(
+        "\nruntime benchmark: {} ({} host, wasmtime 48)\n",
+        wasm.display(),
+        std::env::consts::ARCH
+    );
+    println!(
+        "{:<26} {:>6} {:>12} {:>12}",
+        "name", "iters", "median", "p90"
+    );
     println!("{}", "-".repeat(59));
     for r in rows {
-        println!("{:<26} {:>6} {:>12} {:>12}", r.name, r.samples.len(), fmt(r.median()), fmt(r.p90()));
+        println!(
+            "{:<26} {:>6} {:>12} {:>12}",
+            r.name,
+            r.samples.len(),
+            fmt(r.median()),
+            fmt(r.p90())
+        );
     }
     println!();
     for (name, value, _) in derived {
-        let shown = if name.ends_with("_us") { format!("{value:.1} µs") } else { format!("{value:.0}x") };
+        let shown = if name.ends_with("_us") {
+            format!("{value:.1} µs")
+        } else {
+            format!("{value:.0}x")
+        };
         println!("{name:<36} {shown:>12}");
     }
     println!("\nwhat each line measures:");
@@ -338,7 +416,13 @@ fn print_table(wasm: &Path, rows: &[Row], derived: &[(&str, f64, &str)]) {
     }
 }
 
-fn write_json(path: &Path, wasm: &Path, wasm_bytes: u64, rows: &[Row], derived: &[(&str, f64, &str)]) {
+fn write_json(
+    path: &Path,
+    wasm: &Path,
+    wasm_bytes: u64,
+    rows: &[Row],
+    derived: &[(&str, f64, &str)],
+) {
     let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
     let results: Vec<_> = rows
         .iter()

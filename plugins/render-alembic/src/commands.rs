@@ -137,17 +137,32 @@ pub fn pg_restore_list(file: &str) -> Command {
 
 /// Empty the schema before restoring, so a restore over a half-migrated database (or a second
 /// run of the same restore) does not collide with objects already there.
+/// Empties `public` so the backup restores into exactly what it was taken from, including
+/// objects created after it. The schema itself is recreated as it was (owner, grants, comment:
+/// PostgreSQL 15 gives `public` to `pg_database_owner` with USAGE for everyone), or a restored
+/// database would differ from the original and the app's role could lose access.
+pub const RESET_PUBLIC_SCHEMA: &str = r#"DO $reset$
+DECLARE
+  owner_name text;
+  comment_text text;
+  grants text;
+BEGIN
+  SELECT n.nspowner::regrole::text, obj_description(n.oid, 'pg_namespace')
+    INTO owner_name, comment_text FROM pg_namespace n WHERE n.nspname = 'public';
+  SELECT string_agg(format('GRANT %s ON SCHEMA public TO %s;', a.privilege_type,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END), ' ')
+    INTO grants FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspname = 'public';
+  DROP SCHEMA public CASCADE;
+  EXECUTE format('CREATE SCHEMA public AUTHORIZATION %s', owner_name);
+  IF grants IS NOT NULL THEN EXECUTE grants; END IF;
+  IF comment_text IS NOT NULL THEN EXECUTE format('COMMENT ON SCHEMA public IS %L', comment_text); END IF;
+END
+$reset$;"#;
+
 pub fn psql_reset_schema(url: &str) -> Command {
     cmd::change(
         "psql",
-        &[
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--dbname",
-            url,
-            "-c",
-            "DROP SCHEMA public CASCADE; CREATE SCHEMA public;",
-        ],
+        &["-v", "ON_ERROR_STOP=1", "--dbname", url, "-c", RESET_PUBLIC_SCHEMA],
         "empty the schema before restoring the backup",
     )
 }
@@ -332,7 +347,7 @@ mod tests {
                 "--dbname",
                 url,
                 "-c",
-                "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"
+                RESET_PUBLIC_SCHEMA
             ]
         );
         assert_eq!(

@@ -93,7 +93,7 @@ pub fn find_program(program: &str, extra: &[&str]) -> Option<PathBuf> {
 }
 
 /// Builds the example app's git history at `dest` (which must not exist) by running
-/// `examples/alembic-app/make-repo`: tags `v1`..`v4`, work tree detached at `v1`.
+/// `examples/alembic-app/make-repo`: tags `v1`..`v5`, work tree detached at `v1`.
 pub fn make_alembic_repo(dest: &Path) -> Result<()> {
     let script = workspace_root().join("examples/alembic-app/make-repo");
     let output = Command::new("bash")
@@ -181,7 +181,7 @@ mod tests {
             command.arg("-C").arg(&repo).args(args);
             run(&mut command, "git")
         };
-        assert_eq!(git(&["tag", "--list"]).unwrap(), "v1\nv2\nv3\nv4");
+        assert_eq!(git(&["tag", "--list"]).unwrap(), "v1\nv2\nv3\nv4\nv5");
         // v4 branches off v2: it must not contain v3, or its migrations would not be a branch.
         assert!(git(&["merge-base", "--is-ancestor", "v2", "v4"]).is_ok());
         assert!(git(&["merge-base", "--is-ancestor", "v3", "v4"]).is_err());

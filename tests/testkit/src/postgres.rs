@@ -205,14 +205,22 @@ impl Postgres {
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
+impl Postgres {
+    /// Stop the server now, as a crash would (tests of what happens when the database goes
+    /// away mid-deploy). Stopping twice is harmless.
+    pub fn stop(&self) {
         // Immediate: no checkpoint, the data is about to be deleted anyway.
         let mut stop = self.server_command("pg_ctl");
         stop.arg("-D")
             .arg(&self.data)
             .args(["-m", "immediate", "-s", "stop"]);
         let _ = stop.output();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
