@@ -318,15 +318,22 @@ fn main() {
         println!("    {phase:<16} {:>5.0} ms", ms(*d));
     }
     println!(
-        "\nhost deploy: the `host` process from start to exit: config, state store, lock, plugin load \
-         (cached), {} commands, backup checksum, health probe, history.\nscript deploy: `bash deploy.sh` running \
-         the same commands, then curl for the health probe.\ninside/outside commands: the host's own \
-         command_finished durations, and the wall time minus them (process start, plugin calls, \
-         state, probe, event output).",
+        "\nwhat each line measures:\n\
+         \x20 host deploy          the `host` process from start to exit: config, state store, lock, \
+         cached plugin load, {} commands, backup checksum, health probe, history\n\
+         \x20 script deploy        `bash deploy.sh`: the same commands in the same order, curl for the probe\n\
+         \x20 inside commands      sum of the host's command_finished durations (whole ms)\n\
+         \x20 outside commands     host wall time minus that: process start, plugin calls, state \
+         store, the health probe (the app's first request), event output\n\
+         \x20 health probe (curl)  the script's probe, for comparison with the host's `verify` line below it\n\
+         \x20 paired diff          median over rounds of (host - the script run right after it)\n\
+         Python starts (~0.5 s each, 5 per deploy) dominate both sides: expect +-10% noise per run on \
+         a busy machine, so read the ratio with the p90 column.",
         warm.commands.len()
     );
+    let load = load_average();
     println!(
-        "timed part took {:.1} s",
+        "timed part took {:.1} s; load average at the end: {load}",
         timed_started.elapsed().as_secs_f64()
     );
 
@@ -340,6 +347,7 @@ fn main() {
         "app": "examples/alembic-app",
         "deploy": "staging v1 -> v2 (one reversible migration)",
         "rounds": rounds,
+        "load_average_at_end": load,
         "host_median_ms": (ms(h_med) * 10.0).round() / 10.0,
         "host_p90_ms": (ms(h_p90) * 10.0).round() / 10.0,
         "script_median_ms": (ms(s_med) * 10.0).round() / 10.0,
@@ -383,6 +391,14 @@ fn app_command(app: &AlembicApp, script: &Path) -> Command {
         .env("DATABASE_URL", &app.pg.url)
         .env("PORT", app.port.to_string());
     cmd
+}
+
+/// The 1-minute load average, to judge how noisy the run was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn ms(d: Duration) -> f64 {

@@ -380,9 +380,13 @@ fn fmt(d: Duration) -> String {
 
 fn print_table(wasm: &Path, rows: &[Row], derived: &[(&str, f64, &str)]) {
     println!(
-        "\nruntime benchmark: {} ({} host, wasmtime 48)\n",
+        "\nruntime benchmark: {} ({} host, wasmtime 48, load average {})\n",
         wasm.display(),
-        std::env::consts::ARCH
+        std::env::consts::ARCH,
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_default()
     );
     println!(
         "{:<26} {:>6} {:>12} {:>12}",
@@ -445,6 +449,7 @@ fn write_json(
         "benchmark": "runtime",
         "plugin": wasm.display().to_string(),
         "plugin_bytes": wasm_bytes,
+        "load_average_at_end": std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(str::to_string)),
         "results": results,
         "derived": derived,
     });

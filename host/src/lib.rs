@@ -5,6 +5,7 @@
 //! every step is an event on one bus (`events`) that the renderers and the store subscribe to.
 
 pub mod capabilities;
+pub mod ci;
 pub mod cli;
 pub mod config;
 pub mod events;
@@ -12,3 +13,4 @@ pub mod lifecycle;
 pub mod notify;
 pub mod runtime;
 pub mod state;
+pub mod trust;

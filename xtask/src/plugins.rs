@@ -37,6 +37,9 @@ pub enum ToolchainChoice {
 struct Plugin {
     name: String,
     dir: PathBuf,
+    /// `target/plugins` for shipped plugins, `target/test-plugins` for the test suite's own
+    /// (adversarial) plugins under `tests/plugins/`, which must never be installed by mistake.
+    out_dir: PathBuf,
 }
 
 impl Options {
@@ -69,8 +72,6 @@ pub fn build_plugins(opts: &Options) -> Result<()> {
         ("plugin", "plugin")
     };
     let target_dir = opts.root.join("target").join("wasm");
-    let out_dir = opts.root.join("target").join("plugins");
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
     let modules_dir = target_dir.join(TARGET).join(profile_dir);
     if matches!(toolchain, Toolchain::Debian { .. }) && !has_lib(&modules_dir.join("deps"), "std") {
@@ -104,7 +105,9 @@ pub fn build_plugins(opts: &Options) -> Result<()> {
         })?;
         let component = componentize(&plugin.name, &module)?;
         let exports = exported_interfaces(&plugin.name, &component)?;
-        let out = out_dir.join(format!("{}.wasm", plugin.name));
+        fs::create_dir_all(&plugin.out_dir)
+            .with_context(|| format!("creating {}", plugin.out_dir.display()))?;
+        let out = plugin.out_dir.join(format!("{}.wasm", plugin.name));
         fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
 
         println!(
@@ -118,14 +121,24 @@ pub fn build_plugins(opts: &Options) -> Result<()> {
     println!(
         "wrote {} component(s) to {}",
         plugins.len(),
-        out_dir.display()
+        opts.root.join("target").join("{plugins,test-plugins}").display()
     );
     Ok(())
 }
 
-/// Every `plugins/<dir>/Cargo.toml` (but `plugins/sdk`) whose lib is a `cdylib`, by name.
+/// Every `plugins/<dir>/Cargo.toml` (but `plugins/sdk`) and `tests/plugins/<dir>/Cargo.toml`
+/// whose lib is a `cdylib`, by name.
 fn discover(root: &Path) -> Result<Vec<Plugin>> {
-    let plugins_dir = root.join("plugins");
+    let mut plugins = discover_in(&root.join("plugins"), &root.join("target/plugins"))?;
+    let test_plugins = root.join("tests/plugins");
+    if test_plugins.is_dir() {
+        plugins.extend(discover_in(&test_plugins, &root.join("target/test-plugins"))?);
+    }
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(plugins)
+}
+
+fn discover_in(plugins_dir: &Path, out_dir: &Path) -> Result<Vec<Plugin>> {
     let mut plugins = Vec::new();
     let entries =
         fs::read_dir(&plugins_dir).with_context(|| format!("reading {}", plugins_dir.display()))?;
@@ -155,9 +168,9 @@ fn discover(root: &Path) -> Result<Vec<Plugin>> {
         plugins.push(Plugin {
             name: name.to_string(),
             dir,
+            out_dir: out_dir.to_path_buf(),
         });
     }
-    plugins.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(plugins)
 }
 

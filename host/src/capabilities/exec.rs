@@ -22,9 +22,8 @@ pub async fn run(ctx: &CapabilityContext, cmd: Command) -> Result<CommandOutput,
 
     let program = check_program(ctx, &cmd.program)?;
     let cwd = match &cmd.cwd {
-        Some(dir) => super::fs::resolve_under_root(&ctx.root, dir).map_err(|m| {
-            CapabilityError::Denied(format!("plugin `{}` may not run in {m}", ctx.plugin))
-        })?,
+        Some(dir) => super::fs::resolve_under_root(&ctx.root, dir)
+            .map_err(|e| super::fs::path_error(ctx, "run a command in", dir, e))?,
         None => ctx.root.clone(),
     };
     for (key, _) in &cmd.env {
@@ -119,9 +118,7 @@ fn check_program(ctx: &CapabilityContext, program: &str) -> Result<std::path::Pa
         return Err(ctx.denied("run", program, "grants.programs"));
     }
     if program.contains('/') {
-        super::fs::resolve_under_root(&ctx.root, program).map_err(|m| {
-            CapabilityError::Denied(format!("plugin `{}` may not run {m}", ctx.plugin))
-        })
+        super::fs::resolve_under_root(&ctx.root, program).map_err(|e| super::fs::path_error(ctx, "run", program, e))
     } else {
         Ok(Path::new(program).to_path_buf())
     }

@@ -1,5 +1,6 @@
 //! One function per subcommand: load what it needs, call the layer below, print the result.
 
+use super::plugins;
 use super::render::{Human, JsonLines};
 use super::{Cli, Command, MigrationsCommand, Output, PluginsCommand, exit};
 use crate::capabilities::{CapabilityContext, CapabilityHost};
@@ -7,24 +8,25 @@ use crate::config::{self, Config};
 use crate::events::Bus;
 use crate::lifecycle::approval::Approver;
 use crate::notify::Notifier;
-use crate::lifecycle::{DeployOptions, RunResult, Setup, severity_name, short};
+use crate::lifecycle::{RunResult, Setup, severity_name, short};
 use crate::runtime::{CallLimits, LoadedPlugin, PluginCalls, Runtime};
 use crate::state::Store;
+use crate::trust;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An error for the user: message, and the exit code it maps to.
-struct Failure {
-    message: String,
-    code: i32,
+pub(super) struct Failure {
+    pub(super) message: String,
+    pub(super) code: i32,
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Failure {
+    pub(super) fn usage(message: impl Into<String>) -> Failure {
         Failure { message: message.into(), code: exit::USAGE }
     }
-    fn other(message: impl Into<String>) -> Failure {
+    pub(super) fn other(message: impl Into<String>) -> Failure {
         Failure { message: message.into(), code: 3 }
     }
 }
@@ -46,11 +48,20 @@ pub async fn run(cli: Cli) -> i32 {
 
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     match &cli.command {
-        Command::Deploy { plugin, env, rev, dry_run, approve } => {
-            let options = DeployOptions { revision: rev.clone(), dry_run: *dry_run, approve: *approve };
-            let result = with_setup(&cli, plugin.as_deref(), env, async |setup: &Setup<'_>| setup.deploy(options).await).await?;
-            Ok(result.outcome.exit_code())
+        Command::Deploy { plugin, env, rev, dry_run, approve, confirm, wait } => {
+            let args = super::watch::DeployArgs {
+                plugin: plugin.as_deref(),
+                env,
+                rev: rev.clone(),
+                dry_run: *dry_run,
+                approve: *approve,
+                confirm: confirm.clone(),
+                wait: *wait,
+            };
+            super::watch::deploy(&cli, args).await
         }
+        Command::Watch { plugin, env } => super::watch::watch(&cli, plugin.as_deref(), env).await,
+        Command::Monitor { env, every } => super::watch::monitor(&cli, env, *every).await,
         Command::Rollback { plugin, env, to } => {
             let to = to.clone();
             let result = with_setup(&cli, plugin.as_deref(), env, async |setup: &Setup<'_>| setup.rollback(to).await).await?;
@@ -59,22 +70,29 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Status { env } => status(&cli, env).await,
         Command::History { env, limit } => history(&cli, env, *limit).await,
         Command::Unlock { env } => unlock(&cli, env).await,
-        Command::Plugins { command: PluginsCommand::List } => plugins_list(&cli).await,
-        Command::Plugins { command: PluginsCommand::Inspect { plugin } } => plugins_inspect(&cli, plugin).await,
+        Command::Plugins { command } => match command {
+            PluginsCommand::List => plugins::list(&cli).await,
+            PluginsCommand::Inspect { plugin, env } => plugins::inspect(&cli, plugin, env.as_deref()).await,
+            PluginsCommand::Lock { plugins: names } => plugins::lock(&cli, names).await,
+            PluginsCommand::Sign { key, plugin } => plugins::sign(&cli, key, plugin),
+            PluginsCommand::Verify { plugin, key } => plugins::verify(&cli, plugin, key.as_deref()),
+            PluginsCommand::Keygen { out } => plugins::keygen(&cli, out),
+            PluginsCommand::Contract => Ok(plugins::contract(&cli)),
+        },
         Command::Migrations { command: MigrationsCommand::Check { plugin, paths } } => migrations_check(&cli, plugin, paths).await,
     }
 }
 
-fn load_config(cli: &Cli) -> Result<Config, Failure> {
+pub(super) fn load_config(cli: &Cli) -> Result<Config, Failure> {
     config::load(&cli.config).map_err(|e| Failure::usage(e.to_string()))
 }
 
 /// The config when there is one; commands that do not need it still use its grants and dirs.
-fn optional_config(cli: &Cli) -> Result<Option<Config>, Failure> {
+pub(super) fn optional_config(cli: &Cli) -> Result<Option<Config>, Failure> {
     if cli.config.exists() { load_config(cli).map(Some) } else { Ok(None) }
 }
 
-async fn open_store(config: &Config) -> Result<Store, Failure> {
+pub(super) async fn open_store(config: &Config) -> Result<Store, Failure> {
     let url = std::env::var("HOST_STATE_URL").ok().or_else(|| config.file.state.url.clone());
     let opened = match url {
         Some(url) => {
@@ -90,12 +108,12 @@ async fn open_store(config: &Config) -> Result<Store, Failure> {
     opened.map_err(|e| Failure::other(format!("state store: {e:#}")))
 }
 
-fn runtime() -> Result<Runtime, Failure> {
+pub(super) fn runtime() -> Result<Runtime, Failure> {
     Runtime::new(Runtime::default_cache_dir()).map_err(|e| Failure::other(format!("wasm runtime: {e:#}")))
 }
 
 /// Directories searched for plugins given by name, in order.
-fn plugin_dirs(cli: &Cli, config: Option<&Config>) -> Vec<PathBuf> {
+pub(super) fn plugin_dirs(cli: &Cli, config: Option<&Config>) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = &cli.plugin_dir {
         dirs.push(d.clone());
@@ -114,7 +132,7 @@ fn plugin_dirs(cli: &Cli, config: Option<&Config>) -> Vec<PathBuf> {
 }
 
 /// `--plugin` as given, else deploy.toml's `[plugin]`: a path, or a name in the plugin dirs.
-fn find_plugin(cli: &Cli, config: Option<&Config>, given: Option<&str>) -> Result<(String, PathBuf), Failure> {
+pub(super) fn find_plugin(cli: &Cli, config: Option<&Config>, given: Option<&str>) -> Result<(String, PathBuf), Failure> {
     let by_path = |p: PathBuf| {
         let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         (name, p)
@@ -151,7 +169,7 @@ fn find_plugin(cli: &Cli, config: Option<&Config>, given: Option<&str>) -> Resul
     )))
 }
 
-fn installed_plugins(dirs: &[PathBuf]) -> Vec<(String, PathBuf)> {
+pub(super) fn installed_plugins(dirs: &[PathBuf]) -> Vec<(String, PathBuf)> {
     let mut found: Vec<(String, PathBuf)> = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
@@ -169,8 +187,31 @@ fn installed_plugins(dirs: &[PathBuf]) -> Vec<(String, PathBuf)> {
     found
 }
 
-fn load_plugin(runtime: &Runtime, path: &Path) -> Result<LoadedPlugin, Failure> {
+/// Vet a plugin (pins, signatures) on its bytes, then load it: a refused plugin never runs.
+pub(super) fn load_plugin(
+    cli: &Cli,
+    config: Option<&Config>,
+    runtime: &Runtime,
+    name: &str,
+    path: &Path,
+) -> Result<LoadedPlugin, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| Failure::usage(format!("cannot read plugin {}: {e}", path.display())))?;
+    let policy = trust_policy(cli, config)?;
+    trust::vet(name, path, &bytes, &policy).map_err(|m| Failure { message: m, code: exit::REFUSED })?;
     runtime.load(path).map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// `--locked` (or CI=true) pins plugins to host.lock in the current directory; deploy.toml's
+/// `[trust]` names the keys whose signatures count.
+pub(super) fn trust_policy(cli: &Cli, config: Option<&Config>) -> Result<trust::Policy, Failure> {
+    let locked = if cli.locked || trust::ci() {
+        let dir = std::env::current_dir().map_err(|e| Failure::usage(e.to_string()))?;
+        Some(trust::LockFile::read(&dir).map_err(|m| Failure { message: m, code: exit::REFUSED })?)
+    } else {
+        None
+    };
+    let t = config.map(|c| c.file.trust.clone()).unwrap_or_default();
+    Ok(trust::Policy { locked, trusted_keys: t.keys, require_signature: t.require_signature })
 }
 
 /// Answers the approval gate on a terminal; nobody answers in CI or without a terminal.
@@ -210,7 +251,7 @@ fn login_name() -> String {
     }
 }
 
-fn subscribe_output(cli: &Cli, bus: &Bus) {
+pub(super) fn subscribe_output(cli: &Cli, bus: &Bus) {
     match cli.output {
         Output::Json => bus.subscribe(Arc::new(JsonLines)),
         Output::Human => bus.subscribe(Arc::new(Human::new(std::env::var_os("HOST_VERBOSE").is_some()))),
@@ -218,7 +259,7 @@ fn subscribe_output(cli: &Cli, bus: &Bus) {
 }
 
 /// Load config, plugin, store; run `f` on the assembled setup.
-async fn with_setup<F>(cli: &Cli, plugin: Option<&str>, env: &str, f: F) -> Result<RunResult, Failure>
+pub(super) async fn with_setup<F>(cli: &Cli, plugin: Option<&str>, env: &str, f: F) -> Result<RunResult, Failure>
 where
     F: AsyncFnOnce(&Setup<'_>) -> RunResult,
 {
@@ -226,11 +267,12 @@ where
     let env_config = config.environment(env).map_err(Failure::usage)?;
     let (name, path) = find_plugin(cli, Some(&config), plugin)?;
     let runtime = runtime()?;
-    let loaded = load_plugin(&runtime, &path)?;
+    let loaded = load_plugin(cli, Some(&config), &runtime, &name, &path)?;
     let store = open_store(&config).await?;
     let bus = Bus::default();
     subscribe_output(cli, &bus);
-    let notifier = Notifier::new(&config.project_name(), env, &config.file.notifications.webhooks).map(Arc::new);
+    let context = super::watch::notify_context(&config, &env_config);
+    let notifier = Notifier::with_context(context, &config.file.notifications.webhooks).map(Arc::new);
     if let Some(n) = &notifier {
         bus.subscribe(n.clone());
     }
@@ -259,14 +301,33 @@ async fn status(cli: &Cli, env: &str) -> Result<i32, Failure> {
     let state = store.environment(env).await.map_err(|e| Failure::other(format!("{e:#}")))?;
     let lock = store.lock_info(env).await.map_err(|e| Failure::other(format!("{e:#}")))?;
     let last = store.history(env, 1).await.map_err(|e| Failure::other(format!("{e:#}")))?.into_iter().next();
+    let pending = match &lock {
+        // A run is changing things (or a person must act first): a count would be stale.
+        Some(l) if !l.is_expired(crate::state::now_ms()) => Err(format!("locked by {}: {}", l.holder, l.reason)),
+        _ => {
+            let revision = state.current_revision.as_deref().unwrap_or("HEAD");
+            pending_migrations(cli, &config, env, &store, revision).await
+        }
+    };
     if cli.output == Output::Json {
-        let doc = serde_json::json!({ "environment": state, "lock": lock, "last_run": last });
+        let mut doc = serde_json::json!({ "environment": state, "lock": lock, "last_run": last });
+        doc["pending_migrations"] = pending.as_ref().map(|p| p.len().into()).unwrap_or_default();
+        doc["pending_migration_ids"] = pending.as_ref().map(|p| serde_json::json!(p)).unwrap_or_default();
+        doc["pending_migrations_error"] = pending.as_ref().err().map(|e| e.as_str().into()).unwrap_or_default();
+        if let serde_json::Value::Object(extra) = super::watch::status_json(&store, env).await {
+            doc.as_object_mut().map(|d| d.extend(extra));
+        }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(exit::OK);
     }
     println!("environment {env} (state: {})", store.backend_name());
     println!("  current:        {}", state.current_revision.as_deref().map(short).unwrap_or("none"));
     println!("  last validated: {}", state.last_validated_revision.as_deref().map(short).unwrap_or("none"));
+    match &pending {
+        Ok(p) if p.is_empty() => println!("  pending migrations: 0"),
+        Ok(p) => println!("  pending migrations: {} ({})", p.len(), p.join(", ")),
+        Err(why) => println!("  pending migrations: unknown ({why})"),
+    }
     match lock {
         Some(l) if l.is_expired(crate::state::now_ms()) => {
             println!("  lock:           free (the lease of {} expired: that run stopped)", l.holder)
@@ -284,7 +345,38 @@ async fn status(cli: &Cli, env: &str) -> Result<i32, Failure> {
             d.detail.map(|x| format!(": {x}")).unwrap_or_default()
         );
     }
+    for line in super::watch::status_lines(&store, env).await {
+        println!("{line}");
+    }
     Ok(exit::OK)
+}
+
+/// For `host status`: the migrations the database has not applied for `revision`, from the
+/// plugin's preflight run as a dry-run (read-only commands only). A failure is a reason to
+/// show, never a failure of `status`.
+async fn pending_migrations(cli: &Cli, config: &Config, env: &str, store: &Store, revision: &str) -> Result<Vec<String>, String> {
+    let env_config = config.environment(env)?;
+    let (name, path) = find_plugin(cli, Some(config), None).map_err(|f| f.message)?;
+    let runtime = runtime().map_err(|f| f.message)?;
+    let loaded = load_plugin(cli, Some(config), &runtime, &name, &path).map_err(|f| f.message)?;
+    let setup = Setup {
+        config,
+        env: env_config,
+        runtime: &runtime,
+        plugin: &loaded,
+        plugin_name: name,
+        store: store.clone(),
+        // Nobody listens: the commands preflight runs are not status's output.
+        events: Bus::default(),
+        approver: Arc::new(crate::lifecycle::approval::NoApprover),
+        actor: actor(),
+    };
+    let report = setup.inspect(revision).await?;
+    Ok(report
+        .pending_migrations
+        .iter()
+        .map(|m| if m.description.is_empty() { m.id.clone() } else { format!("{} {}", m.id, m.description) })
+        .collect())
 }
 
 async fn history(cli: &Cli, env: &str, limit: u32) -> Result<i32, Failure> {
@@ -333,103 +425,16 @@ async fn unlock(cli: &Cli, env: &str) -> Result<i32, Failure> {
 }
 
 /// Calls to a plugin outside a run: nothing granted, nothing recorded.
-fn pure_calls<'a>(runtime: &'a Runtime, plugin: &'a LoadedPlugin, name: &str) -> PluginCalls<'a> {
+pub(super) fn pure_calls<'a>(runtime: &'a Runtime, plugin: &'a LoadedPlugin, name: &str) -> PluginCalls<'a> {
     let caps = CapabilityContext::deny_all(name, std::env::current_dir().unwrap_or_default());
     PluginCalls::new(runtime, plugin, name, CallLimits::default(), Arc::new(move || CapabilityHost::new(caps.clone())))
-}
-
-async fn plugins_list(cli: &Cli) -> Result<i32, Failure> {
-    let config = optional_config(cli)?;
-    let runtime = runtime()?;
-    let mut rows = Vec::new();
-    for (name, path) in installed_plugins(&plugin_dirs(cli, config.as_ref())) {
-        let row = match runtime.load(&path) {
-            Ok(plugin) => match pure_calls(&runtime, &plugin, &name).describe().await {
-                Ok(d) => serde_json::json!({
-                    "name": d.name, "version": d.version, "stack": d.stack, "summary": d.summary,
-                    "contract": plugin.contract_version, "digest": plugin.digest, "path": path,
-                }),
-                Err(e) => serde_json::json!({ "name": name, "path": path, "error": e.to_string() }),
-            },
-            Err(e) => serde_json::json!({ "name": name, "path": path, "error": e.to_string() }),
-        };
-        rows.push(row);
-    }
-    if cli.output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
-    } else if rows.is_empty() {
-        println!("no plugins found (build them with `cargo xtask build-plugins`)");
-    } else {
-        for r in rows {
-            match r.get("error") {
-                Some(e) => println!("{:16} ERROR {}", r["name"].as_str().unwrap_or(""), e.as_str().unwrap_or("")),
-                None => println!(
-                    "{:16} {:8} {:16} contract {}  sha256 {}  {}",
-                    r["name"].as_str().unwrap_or(""),
-                    r["version"].as_str().unwrap_or(""),
-                    r["stack"].as_str().unwrap_or(""),
-                    r["contract"].as_str().unwrap_or(""),
-                    &r["digest"].as_str().unwrap_or("")[..12],
-                    r["summary"].as_str().unwrap_or("")
-                ),
-            }
-        }
-    }
-    Ok(exit::OK)
-}
-
-async fn plugins_inspect(cli: &Cli, plugin: &str) -> Result<i32, Failure> {
-    let config = optional_config(cli)?;
-    let (name, path) = find_plugin(cli, config.as_ref(), Some(plugin))?;
-    let runtime = runtime()?;
-    let loaded = load_plugin(&runtime, &path)?;
-    let d = pure_calls(&runtime, &loaded, &name).describe().await.map_err(|e| Failure::other(e.to_string()))?;
-    let grants = config.as_ref().map(|c| c.file.grants.clone()).unwrap_or_default();
-    let capabilities: Vec<serde_json::Value> = d
-        .capabilities
-        .iter()
-        .map(|c| serde_json::json!({ "capability": c, "granted": is_granted(c, &grants) }))
-        .collect();
-    if cli.output == Output::Json {
-        let doc = serde_json::json!({
-            "name": d.name, "version": d.version, "stack": d.stack, "summary": d.summary,
-            "contract": loaded.contract_version, "digest": loaded.digest, "path": path,
-            "capabilities": capabilities, "default_probes": d.default_probes,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return Ok(exit::OK);
-    }
-    println!("{} {} ({})", d.name, d.version, d.stack);
-    println!("  {}", d.summary);
-    println!("  file:     {}", path.display());
-    println!("  sha256:   {}", loaded.digest);
-    println!("  contract: deploy:plugin@{}", loaded.contract_version);
-    println!("  capabilities (requested -> granted by {}):", config.as_ref().map(|c| c.path.display().to_string()).unwrap_or("no deploy.toml".into()));
-    for c in &capabilities {
-        println!("    {:24} {}", c["capability"].as_str().unwrap_or(""), if c["granted"] == true { "granted" } else { "NOT granted" });
-    }
-    for p in &d.default_probes {
-        println!("  default probe: {} GET {} expect {} ({} attempts)", p.name, p.path, p.expect_status, p.attempts);
-    }
-    Ok(exit::OK)
-}
-
-/// `run:NAME`, `env:NAME`, `http[:HOST]`, `db:NAME` against the grants in deploy.toml.
-fn is_granted(capability: &str, grants: &crate::config::Grants) -> bool {
-    match capability.split_once(':') {
-        Some(("run", p)) => grants.programs.iter().any(|g| g == p),
-        Some(("env", v)) => grants.env.iter().any(|g| g == v),
-        Some(("http", h)) => grants.http.iter().any(|g| g == h || g.starts_with(&format!("{h}:"))),
-        None if capability == "http" => !grants.http.is_empty(),
-        _ => false,
-    }
 }
 
 async fn migrations_check(cli: &Cli, plugin: &str, paths: &[PathBuf]) -> Result<i32, Failure> {
     let config = optional_config(cli)?;
     let (name, path) = find_plugin(cli, config.as_ref(), Some(plugin))?;
     let runtime = runtime()?;
-    let loaded = load_plugin(&runtime, &path)?;
+    let loaded = load_plugin(cli, config.as_ref(), &runtime, &name, &path)?;
     let mut sources = Vec::new();
     for p in paths {
         collect_sources(p, &mut sources).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;

@@ -1,7 +1,9 @@
 //! The command line: arguments, output and exit codes. The only layer that prints.
 
 mod commands;
+mod plugins;
 mod render;
+mod watch;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -12,6 +14,10 @@ pub mod exit {
     /// `migrations check` found destructive migrations.
     pub const FINDINGS: i32 = 1;
     pub const USAGE: i32 = 2;
+    /// `host monitor`: the app is down (same code as a check finding a problem).
+    pub const DOWN: i32 = 1;
+    /// A plugin was refused by policy before it ran: not pinned, digest or signature mismatch.
+    pub const REFUSED: i32 = 6;
 }
 
 #[derive(Parser, Debug)]
@@ -27,6 +33,9 @@ pub struct Cli {
     /// the host binary).
     #[arg(long, global = true, env = "HOST_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
+    /// Run only plugins pinned in ./host.lock with the same digest (the default when CI=true).
+    #[arg(long, global = true)]
+    pub locked: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,8 +62,33 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Approve destructive changes up front (never implied, not even in CI).
-        #[arg(long)]
+        #[arg(long, visible_alias = "approve-destructive")]
         approve: bool,
+        /// The word an environment with `confirm` asks for (e.g. DEPLOY), where no terminal can
+        /// type it. Never implied, not even in CI.
+        #[arg(long, value_name = "WORD")]
+        confirm: Option<String>,
+        /// deploy-first: stay in the foreground until CI's verdict (exit 0 validated, 10 rolled
+        /// back) instead of leaving it to a background `host watch`.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// deploy-first: wait for CI's verdict on the environment's deployment awaiting it, then
+    /// mark it validated or roll back. Resumes a watch whose watcher stopped.
+    Watch {
+        #[arg(long)]
+        plugin: Option<String>,
+        #[arg(long)]
+        env: String,
+    },
+    /// Check the deployed app (status, body text, timeout); alert when it goes down or comes
+    /// back; exit 1 while it is down.
+    Monitor {
+        #[arg(long)]
+        env: String,
+        /// Check again every DURATION (e.g. 1h) instead of once.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        every: Option<std::time::Duration>,
     },
     /// Roll an environment back to its previous validated revision (or `--to`).
     Rollback {
@@ -98,8 +132,33 @@ pub enum Command {
 pub enum PluginsCommand {
     /// Plugins in the plugin directory.
     List,
-    /// What a plugin is, what it asks for and what deploy.toml grants it.
-    Inspect { plugin: String },
+    /// What a plugin is, what it asks for and what deploy.toml grants it (for `--env`).
+    Inspect {
+        plugin: String,
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Pin plugins (their sha256 and contract version) in ./host.lock.
+    Lock { plugins: Vec<String> },
+    /// Sign a plugin with an ed25519 secret key: writes PLUGIN.wasm.sig next to it.
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        plugin: String,
+    },
+    /// Check a plugin's signature against deploy.toml's trusted keys (or `--key PUBLIC_KEY`).
+    Verify {
+        plugin: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Make a signing key: the secret goes to `--out`, the public key is printed.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Which plugin contract versions this host loads.
+    Contract,
 }
 
 #[derive(Subcommand, Debug)]

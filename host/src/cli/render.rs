@@ -24,11 +24,13 @@ pub struct Human {
     pub verbose: bool,
     /// The last failed probe's detail: repeats are shortened to keep retries readable.
     last_probe: std::sync::Mutex<String>,
+    /// The last CI answer: a watch polls every few seconds, only changes are printed.
+    last_ci: std::sync::Mutex<String>,
 }
 
 impl Human {
     pub fn new(verbose: bool) -> Human {
-        Human { verbose, last_probe: Default::default() }
+        Human { verbose, last_probe: Default::default(), last_ci: Default::default() }
     }
 }
 
@@ -127,8 +129,69 @@ impl Subscriber for Human {
                     Outcome::RollbackFailed => "✗✗ ROLLBACK FAILED, a person must act",
                     Outcome::Locked => "✗ locked",
                     Outcome::ApprovalRequired => "✗ stopped for approval",
+                    Outcome::Validating => "✓ deployed, awaiting CI",
+                    Outcome::Unvalidated => "! not validated",
                 };
                 format!("{head}: {detail} (exit {exit_code})")
+            }
+            Event::AwaitingValidation { revision, rollback_to, ci, timeout } => format!(
+                "  ⏳ {} is live, not validated yet: {ci} decides within {} (rollback point: {})",
+                short(revision),
+                humantime::format_duration(*timeout),
+                rollback_to.as_deref().map(short).unwrap_or("none")
+            ),
+            Event::WatcherStarted { environment, pid, log } => format!(
+                "  CI is watched in the background (pid {pid}, log {log})\n  follow: `host status --env {environment}`, or `host watch --env {environment}` to wait here"
+            ),
+            Event::CiPolled { revision, state, detail, url } => {
+                let line = format!("  … CI on {}: {state}{}", short(revision), if detail.is_empty() { String::new() } else { format!(": {detail}") });
+                let mut last = self.last_ci.lock().unwrap();
+                if *last == line && !self.verbose {
+                    return;
+                }
+                *last = line.clone();
+                match url {
+                    Some(url) if self.verbose => format!("{line} ({url})"),
+                    _ => line,
+                }
+            }
+            Event::CiVerdict { revision, verdict, detail, failing_jobs, log_excerpt, url } => {
+                let mut s = format!("  CI verdict on {}: {verdict}: {detail}", short(revision));
+                if !failing_jobs.is_empty() {
+                    s.push_str(&format!("\n    failing: {}", failing_jobs.join(", ")));
+                }
+                if let Some(url) = url {
+                    s.push_str(&format!("\n    {url}"));
+                }
+                if let Some(log) = log_excerpt {
+                    for l in log.lines().take(if self.verbose { 200 } else { 12 }) {
+                        s.push_str(&format!("\n    | {l}"));
+                    }
+                }
+                s
+            }
+            Event::EnvironmentRevisions { target_revision, environments, note } => {
+                let mut s = String::new();
+                for e in environments {
+                    s.push_str(&format!(
+                        "  {:12} runs {}, last validated {}\n",
+                        format!("{}:", e.environment),
+                        e.current_revision.as_deref().map(short).unwrap_or("nothing"),
+                        e.last_validated_revision.as_deref().map(short).unwrap_or("none")
+                    ));
+                }
+                s.push_str(&format!("  {:12} {}", "to deploy:", short(target_revision)));
+                if let Some(note) = note {
+                    s.push_str(&format!("\n  ! {note}"));
+                }
+                s
+            }
+            Event::MonitorChecked { url, ok, detail, duration, .. } => {
+                format!("{} {url}: {detail} ({})", if *ok { "✓ up" } else { "✗ DOWN" }, secs(*duration))
+            }
+            Event::MonitorDown { .. } => "  ! it was up: alerting".to_string(),
+            Event::MonitorRecovered { down_for, .. } => {
+                format!("  it was down for {}: telling everyone it is back", humantime::format_duration(Duration::from_secs(down_for.as_secs())))
             }
         };
         let mut out = std::io::stdout().lock();

@@ -109,3 +109,18 @@ fn base_url_takes_variables_from_the_environment() {
     assert_eq!(expand_env("${HOME}"), std::env::var("HOME").unwrap());
     assert_eq!(expand_env("plain"), "plain");
 }
+
+#[test]
+fn an_environment_can_grant_less() {
+    let text = format!("{GOOD}\n[environments.production.grants]\nprograms = [\"git\"]\n");
+    let config = parse_str(&text).unwrap();
+    assert_eq!(config.environment("production").unwrap().grants.programs, vec!["git"]);
+    assert_eq!(config.environment("production").unwrap().grants.http, vec!["127.0.0.1:8000"]);
+    assert_eq!(config.environment("staging").unwrap().grants.programs, vec!["git", "alembic"]);
+}
+
+#[test]
+fn trusted_keys_are_checked() {
+    let e = parse_str("[trust]\nkeys = [\"abc\"]\n").unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("trust.keys[0]", 2));
+}

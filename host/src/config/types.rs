@@ -36,7 +36,21 @@ pub struct ConfigFile {
     #[serde(default)]
     pub notifications: Notifications,
     #[serde(default)]
+    pub trust: Trust,
+    #[serde(default)]
     pub environments: BTreeMap<String, Environment>,
+}
+
+/// Which plugin signatures this project trusts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trust {
+    /// Trusted ed25519 public keys, hex (as printed by `host plugins keygen`).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Refuse any plugin without a valid signature by one of `keys`.
+    #[serde(default)]
+    pub require_signature: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -77,7 +91,7 @@ pub struct Database {
 }
 
 /// What the plugin may do. Anything not granted is refused with the missing grant named.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Programs by name (looked up on PATH) or path relative to the project root.
@@ -153,6 +167,10 @@ pub struct Health {
     /// Overall deadline for all probes of one verification.
     #[serde(default, with = "humantime_serde")]
     pub deadline: Option<Duration>,
+    /// Attempts for every probe, configured or the plugin's defaults (e.g. 5 in production
+    /// where the plugin's quick check makes 3).
+    #[serde(default)]
+    pub attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,12 +241,24 @@ pub enum DestructivePolicy {
     Allow,
 }
 
+/// An environment's own grants: each list given replaces the global one, so production can
+/// grant less than staging.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsOverride {
+    pub programs: Option<Vec<String>>,
+    pub env: Option<Vec<String>>,
+    pub http: Option<Vec<String>>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
     /// Overrides of `[plugin.settings]` for this environment.
     #[serde(default)]
     pub settings: Option<toml::Table>,
+    #[serde(default)]
+    pub grants: Option<GrantsOverride>,
     #[serde(default)]
     pub health: Option<Health>,
     #[serde(default)]
@@ -240,6 +270,192 @@ pub struct Environment {
     /// Every deploy needs approval, destructive or not.
     #[serde(default)]
     pub require_approval: bool,
+    /// How a deploy is validated: verified before it counts (default), or `deploy-first`:
+    /// live after a quick check, validated later by CI (see `[environments.NAME.ci]`).
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Where `deploy-first` reads the CI verdict on the deployed revision.
+    #[serde(default)]
+    pub ci: Option<CiConfig>,
+    /// A word the operator must type on a terminal (or pass as `--confirm WORD`) before
+    /// every deploy, e.g. `DEPLOY` for production. Never implied, not even by CI=true.
+    #[serde(default)]
+    pub confirm: Option<String>,
+    /// The environment this one is promoted from: its revisions are shown before the
+    /// confirmation, and its last validated revision is deployed when `--rev` is not given.
+    #[serde(default)]
+    pub promote_from: Option<String>,
+    /// What `host monitor` checks.
+    #[serde(default)]
+    pub monitor: Option<MonitorConfig>,
+}
+
+/// How an environment's deploys are validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Deploy, verify, and only then count the revision as validated.
+    #[default]
+    DeployThenVerify,
+    /// Deploy, quick-verify, return; a detached `host watch` waits for CI on that exact
+    /// revision and validates it, or rolls back to the last validated revision.
+    DeployFirst,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::DeployThenVerify => "deploy-then-verify",
+            Strategy::DeployFirst => "deploy-first",
+        }
+    }
+}
+
+/// Where the CI verdict comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CiSourceKind {
+    /// GitHub Actions: workflow runs and check runs for the revision (REST API).
+    Github,
+    /// A program printing `pending|running|success|failure [details]` (see `host::ci::command`).
+    Command,
+}
+
+/// What to do when CI gives no verdict in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// Treat it as a failure: roll back to the last validated revision.
+    #[default]
+    Rollback,
+    /// Leave the revision running, not validated; the rollback point stays where it was.
+    Keep,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiConfig {
+    pub source: CiSourceKind,
+    /// GitHub: `owner/name`.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// GitHub's REST API root (GitHub Enterprise: `https://HOST/api/v3`).
+    #[serde(default = "default_github_api")]
+    pub api: String,
+    /// Environment variable holding the GitHub token (never printed).
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// GitHub: only these workflows count (by name); default all workflows and checks.
+    #[serde(default)]
+    pub workflows: Vec<String>,
+    /// Command source: argv; `{sha}` in an argument is replaced by the revision.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// How long CI may take to show up for the revision before it counts as absent.
+    #[serde(default = "default_ci_start", with = "humantime_serde")]
+    pub start_timeout: Duration,
+    /// Time between two looks at CI.
+    #[serde(default = "default_ci_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Longest wait for a verdict, from the end of the deploy.
+    #[serde(default = "default_ci_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+fn default_token_env() -> String {
+    "GITHUB_TOKEN".into()
+}
+fn default_ci_start() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_ci_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_ci_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+/// `host monitor`: one GET, a status, a text in the body, a timeout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Full URL; default: `health.base_url` + `path`.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default = "default_monitor_path")]
+    pub path: String,
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    /// Text the page must contain, e.g. the app's name.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    #[serde(default = "default_monitor_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_monitor_path() -> String {
+    "/".into()
+}
+fn default_monitor_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn check_environment_strategy(file: &ConfigFile, name: &str, env: &Environment) -> Result<(), (String, String)> {
+    let key = format!("environments.{name}");
+    if env.strategy == Strategy::DeployFirst && env.ci.is_none() {
+        return Err((format!("{key}.strategy"), "`deploy-first` needs a [environments.NAME.ci] table saying where CI verdicts come from".into()));
+    }
+    if let Some(ci) = &env.ci {
+        match ci.source {
+            CiSourceKind::Github => {
+                let ok = ci.repo.as_deref().is_some_and(|r| {
+                    let parts: Vec<&str> = r.split('/').collect();
+                    parts.len() == 2 && parts.iter().all(|p| !p.is_empty())
+                });
+                if !ok {
+                    return Err((format!("{key}.ci.repo"), "the GitHub source needs `repo = \"owner/name\"`".into()));
+                }
+                if !(ci.api.starts_with("http://") || ci.api.starts_with("https://") || ci.api.starts_with("${")) {
+                    return Err((format!("{key}.ci.api"), format!("`{}` must start with http:// or https://", ci.api)));
+                }
+            }
+            CiSourceKind::Command => {
+                if ci.command.first().is_none_or(|p| p.is_empty()) {
+                    return Err((format!("{key}.ci.command"), "the command source needs `command = [\"program\", \"arg\", ...]`".into()));
+                }
+            }
+        }
+        if ci.interval.is_zero() {
+            return Err((format!("{key}.ci.interval"), "must be more than 0s".into()));
+        }
+        if ci.timeout < ci.interval {
+            return Err((format!("{key}.ci.timeout"), "must be at least one interval".into()));
+        }
+    }
+    if env.confirm.as_deref().is_some_and(|w| w.trim().is_empty()) {
+        return Err((format!("{key}.confirm"), "give the word to type, e.g. \"DEPLOY\"".into()));
+    }
+    if let Some(from) = &env.promote_from {
+        if from == name || !file.environments.contains_key(from) {
+            return Err((format!("{key}.promote_from"), format!("`{from}` is not another environment of this file")));
+        }
+    }
+    if let Some(m) = &env.monitor {
+        if !m.path.starts_with('/') {
+            return Err((format!("{key}.monitor.path"), format!("`{}` must start with /", m.path)));
+        }
+        if let Some(url) = &m.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err((format!("{key}.monitor.url"), format!("`{url}` must start with http:// or https://")));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl ConfigFile {
@@ -258,6 +474,7 @@ impl ConfigFile {
             if let Some(h) = &env.health {
                 check_health(h, &format!("environments.{name}.health"))?;
             }
+            check_environment_strategy(self, name, env)?;
             if let Some(t) = &env.timeouts {
                 // Same keys and formats as [timeouts]; checked now so a typo fails early.
                 let merged = merge_tables(&to_table(&Timeouts::default()), t);
@@ -267,12 +484,15 @@ impl ConfigFile {
                 }
             }
         }
-        for (i, grant) in self.grants.http.iter().enumerate() {
-            if grant.contains("://") || grant.contains('/') {
-                return Err((
-                    format!("grants.http[{i}]"),
-                    format!("`{grant}` should be `host:port` or `host`, without scheme or path"),
-                ));
+        check_http_grants(&self.grants.http, "grants.http")?;
+        for (name, env) in &self.environments {
+            if let Some(http) = env.grants.as_ref().and_then(|g| g.http.as_ref()) {
+                check_http_grants(http, &format!("environments.{name}.grants.http"))?;
+            }
+        }
+        for (i, key) in self.trust.keys.iter().enumerate() {
+            if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err((format!("trust.keys[{i}]"), "an ed25519 public key is 64 hex digits (see `host plugins keygen`)".into()));
             }
         }
         if let Some(url) = &self.state.url {
@@ -282,6 +502,18 @@ impl ConfigFile {
         }
         Ok(())
     }
+}
+
+fn check_http_grants(grants: &[String], key: &str) -> Result<(), (String, String)> {
+    for (i, grant) in grants.iter().enumerate() {
+        if grant.contains("://") || grant.contains('/') {
+            return Err((
+                format!("{key}[{i}]"),
+                format!("`{grant}` should be `host:port` or `host`, without scheme or path"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_health(h: &Health, key: &str) -> Result<(), (String, String)> {
@@ -297,6 +529,9 @@ fn check_health(h: &Health, key: &str) -> Result<(), (String, String)> {
         if p.attempts == 0 {
             return Err((format!("{key}.probes[{i}].attempts"), "must be at least 1".into()));
         }
+    }
+    if h.attempts == Some(0) {
+        return Err((format!("{key}.attempts"), "must be at least 1".into()));
     }
     Ok(())
 }
@@ -344,6 +579,13 @@ pub struct EnvironmentConfig {
     pub on_destructive: DestructivePolicy,
     pub pause: Duration,
     pub require_approval: bool,
+    /// Global grants with this environment's replacements applied.
+    pub grants: Grants,
+    pub strategy: Strategy,
+    pub ci: Option<CiConfig>,
+    pub confirm: Option<String>,
+    pub promote_from: Option<String>,
+    pub monitor: Option<MonitorConfig>,
 }
 
 impl Config {
@@ -387,6 +629,9 @@ impl Config {
             if h.deadline.is_some() {
                 health.deadline = h.deadline;
             }
+            if h.attempts.is_some() {
+                health.attempts = h.attempts;
+            }
         }
         health.base_url = health.base_url.map(|u| expand_env(&u));
         let timeouts = match &env.timeouts {
@@ -396,7 +641,14 @@ impl Config {
             }
             None => self.file.timeouts.clone(),
         };
+        let mut grants = self.file.grants.clone();
+        if let Some(over) = &env.grants {
+            grants.programs = over.programs.clone().unwrap_or(grants.programs);
+            grants.env = over.env.clone().unwrap_or(grants.env);
+            grants.http = over.http.clone().unwrap_or(grants.http);
+        }
         Ok(EnvironmentConfig {
+            grants,
             name: name.to_string(),
             settings,
             health,
@@ -404,6 +656,11 @@ impl Config {
             on_destructive: env.on_destructive,
             pause: env.pause.unwrap_or(Duration::from_secs(10)),
             require_approval: env.require_approval,
+            strategy: env.strategy,
+            ci: env.ci.clone(),
+            confirm: env.confirm.clone(),
+            promote_from: env.promote_from.clone(),
+            monitor: env.monitor.clone(),
         })
     }
 

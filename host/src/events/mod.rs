@@ -92,6 +92,67 @@ pub enum Event {
     RollbackFinished { ok: bool, detail: String },
     Validated { revision: String },
     RunFinished { outcome: Outcome, detail: String, exit_code: i32 },
+    /// `deploy-first`: the revision is live and awaits CI; until the verdict, rollbacks go to
+    /// `rollback_to` (the last validated revision).
+    AwaitingValidation {
+        revision: String,
+        rollback_to: Option<String>,
+        /// Where the verdict comes from, e.g. `GitHub Actions owner/app`.
+        ci: String,
+        #[serde(with = "millis")]
+        timeout: Duration,
+    },
+    /// A detached `host watch` took over the wait for CI.
+    WatcherStarted { environment: String, pid: u32, log: String },
+    /// One look at CI for the watched revision.
+    CiPolled {
+        revision: String,
+        /// `pending` (nothing started yet), `running`, `success` or `failure`.
+        state: String,
+        detail: String,
+        url: Option<String>,
+    },
+    /// How the wait for CI ended: `success`, `failure` or `no-verdict`.
+    CiVerdict {
+        revision: String,
+        verdict: String,
+        detail: String,
+        failing_jobs: Vec<String>,
+        log_excerpt: Option<String>,
+        url: Option<String>,
+    },
+    /// Before a confirmation: what runs where, and what would run here after.
+    EnvironmentRevisions {
+        target_revision: String,
+        environments: Vec<EnvironmentRevision>,
+        /// A warning about the target, e.g. not the revision validated upstream.
+        note: Option<String>,
+    },
+    /// `host monitor`: one check.
+    MonitorChecked {
+        url: String,
+        ok: bool,
+        status: u16,
+        detail: String,
+        #[serde(with = "millis")]
+        duration: Duration,
+    },
+    /// `host monitor`: it was up (or never checked) and is down now.
+    MonitorDown { url: String, detail: String },
+    /// `host monitor`: it was down and answers again.
+    MonitorRecovered {
+        url: String,
+        #[serde(with = "millis")]
+        down_for: Duration,
+    },
+}
+
+/// One environment's revisions, as shown before a promotion.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentRevision {
+    pub environment: String,
+    pub current_revision: Option<String>,
+    pub last_validated_revision: Option<String>,
 }
 
 /// The lifecycle phases, in order.
@@ -138,15 +199,21 @@ pub enum Outcome {
     RollbackFailed,
     Locked,
     ApprovalRequired,
+    /// `deploy-first`: deployed and quick-checked; CI's verdict is awaited by `host watch`.
+    Validating,
+    /// Not validated and final: CI gave no verdict in time and the revision was kept
+    /// (`on_timeout = "keep"`), or a newer deployment replaced it first.
+    Unvalidated,
 }
 
 impl Outcome {
     pub fn exit_code(self) -> i32 {
         match self {
-            Outcome::Succeeded | Outcome::DryRun => 0,
+            Outcome::Succeeded | Outcome::DryRun | Outcome::Validating => 0,
             Outcome::FailedUnchanged => 3,
             Outcome::ApprovalRequired => 4,
             Outcome::Locked => 5,
+            Outcome::Unvalidated => 7,
             Outcome::RolledBack => 10,
             Outcome::RollbackFailed => 11,
         }

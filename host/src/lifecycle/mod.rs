@@ -9,8 +9,11 @@
 
 pub mod approval;
 pub mod classify;
+pub mod monitor;
 pub mod probes;
 mod recorder;
+mod strategy;
+pub mod watch;
 
 use crate::capabilities::{CapabilityContext, CapabilityHost};
 use crate::config::{Config, DestructivePolicy, EnvironmentConfig};
@@ -52,6 +55,8 @@ pub struct DeployOptions {
     pub dry_run: bool,
     /// `--approve`: approval given up front for this run.
     pub approve: bool,
+    /// `--confirm WORD`: the word an environment with `confirm` asks for, given up front.
+    pub confirm: Option<String>,
 }
 
 /// How a run ended.
@@ -92,6 +97,20 @@ impl<'a> Setup<'a> {
         let result = run.manual_rollback(to).await;
         run.finish(result).await
     }
+
+    /// The plugin's preflight against `revision`, as a dry-run outside any run: nothing is
+    /// locked or recorded, and mutating commands are only planned. `host status` shows the
+    /// pending migrations it reports.
+    pub async fn inspect(&self, revision: &str) -> Result<PreflightReport, String> {
+        let run = Run::new(self, DeploymentKind::Deploy, true);
+        let ctx = run.context_with_state(Some(revision.to_string())).await;
+        let timeout = self.env.timeouts.preflight;
+        run.caps.set_phase_deadline(Some(Instant::now() + timeout));
+        match tokio::time::timeout(timeout, run.calls.preflight(&ctx)).await {
+            Ok(report) => report.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("preflight timed out after {}", humantime::format_duration(timeout))),
+        }
+    }
 }
 
 impl<'a> Run<'a> {
@@ -102,7 +121,7 @@ impl<'a> Run<'a> {
             &setup.plugin_name,
             &setup.env.name,
             setup.config.root.clone(),
-            setup.config.file.grants.clone(),
+            setup.env.grants.clone(),
             setup.config.file.databases.clone(),
             dry_run,
             (setup.config.file.limits.output_kb as usize) << 10,
@@ -112,6 +131,7 @@ impl<'a> Run<'a> {
         let limits = CallLimits {
             memory_bytes: (setup.config.file.limits.memory_mb as usize) << 20,
             call_budget: setup.env.timeouts.call,
+            max_return_bytes: (setup.config.file.limits.output_kb as usize) << 10,
         };
         let host_caps = caps.clone();
         let calls = PluginCalls::new(
@@ -214,7 +234,7 @@ impl<'a> Run<'a> {
                 plugin: self.setup.plugin_name.clone(),
                 plugin_digest: digest,
                 requested_revision: requested.map(String::from),
-                strategy: "deploy-then-verify".into(),
+                strategy: self.setup.env.strategy.as_str().into(),
                 actor: self.setup.actor.clone(),
                 dry_run: false,
             })
@@ -243,6 +263,8 @@ impl<'a> Run<'a> {
                 Outcome::RollbackFailed => DeploymentStatus::RollbackFailed,
                 Outcome::ApprovalRequired | Outcome::Locked => DeploymentStatus::Aborted,
                 Outcome::FailedUnchanged => DeploymentStatus::Failed,
+                Outcome::Validating => DeploymentStatus::Validating,
+                Outcome::Unvalidated => DeploymentStatus::Unvalidated,
             };
             let _ = self.setup.store.finish_deployment(&self.id, status, Some(&detail)).await;
             if outcome == Outcome::RollbackFailed {
@@ -337,7 +359,10 @@ impl<'a> Run<'a> {
                 .await;
         }
 
-        // The approval gate: before anything changes.
+        // The approval gates: before anything changes.
+        if let Some(stop) = self.confirmation_gate(&report, options).await {
+            return Err(stop);
+        }
         if let Some(stop) = self.approval_gate(&report, options).await {
             return Err(stop);
         }
@@ -371,6 +396,9 @@ impl<'a> Run<'a> {
             return Err(self.auto_rollback(&reason, &report, class, backup.as_ref()).await);
         }
 
+        if let Some(handed_over) = self.hand_over(&report).await {
+            return handed_over;
+        }
         if self.dry_run {
             return Ok((Outcome::DryRun, format!("dry-run: {} would be deployed; nothing was changed", short(&report.target_revision))));
         }
@@ -548,7 +576,13 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let report = self.calls.verify(ctx).await.map_err(|e| e.to_string())?;
-        probes.extend(report.probes);
+        // A plugin probe that repeats a configured (or default) one runs once.
+        for p in report.probes {
+            let same = |q: &Probe| q.path == p.path && q.expect_status == p.expect_status && q.body_contains == p.body_contains;
+            if !probes.iter().any(same) {
+                probes.push(p);
+            }
+        }
         self.run_probes(&probes).await
     }
 
@@ -568,9 +602,10 @@ impl<'a> Run<'a> {
     fn configured_probes(&self) -> Vec<Probe> {
         let configured = &self.setup.env.health.probes;
         if configured.is_empty() {
-            return self.description.as_ref().map(|d| d.default_probes.clone()).unwrap_or_default();
+            let defaults = self.description.as_ref().map(|d| d.default_probes.clone()).unwrap_or_default();
+            return self.with_configured_attempts(defaults);
         }
-        configured
+        let probes = configured
             .iter()
             .map(|p| Probe {
                 name: p.name.clone().unwrap_or_else(|| p.path.clone()),
@@ -581,7 +616,8 @@ impl<'a> Run<'a> {
                 interval_ms: p.interval.as_millis() as u32,
                 timeout_ms: p.timeout.as_millis() as u32,
             })
-            .collect()
+            .collect();
+        self.with_configured_attempts(probes)
     }
 
     /// After a failed deploy or verify: put the last validated revision back.

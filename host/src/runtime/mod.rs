@@ -65,6 +65,9 @@ pub enum CallError {
     /// The plugin hit its memory cap.
     #[error("plugin `{plugin}` exceeded its memory limit of {limit_mb} MiB in `{call}`")]
     Memory { plugin: String, call: String, limit_mb: u64 },
+    /// The plugin returned more than the host accepts from one call.
+    #[error("plugin `{plugin}` returned {size} bytes from `{call}`; the limit is {limit} bytes (limits.output_kb)")]
+    Oversized { plugin: String, call: String, size: usize, limit: usize },
     /// The plugin trapped (panic, unreachable, ...).
     #[error("plugin `{plugin}` crashed in `{call}`: {message}")]
     Trap { plugin: String, call: String, message: String },
@@ -83,11 +86,14 @@ pub struct CallLimits {
     pub memory_bytes: usize,
     /// Wasm execution time per call, host capability time excluded.
     pub call_budget: Duration,
+    /// Largest value (as JSON) a call may return: a plugin cannot flood logs, events or the
+    /// state store with a giant string.
+    pub max_return_bytes: usize,
 }
 
 impl Default for CallLimits {
     fn default() -> Self {
-        CallLimits { memory_bytes: 64 << 20, call_budget: Duration::from_secs(10) }
+        CallLimits { memory_bytes: 64 << 20, call_budget: Duration::from_secs(10), max_return_bytes: 1 << 20 }
     }
 }
 
@@ -276,14 +282,14 @@ impl<'a> PluginCalls<'a> {
         PluginCalls { runtime, plugin, name: name.to_string(), limits, make_host }
     }
 
-    fn map_trap<T>(
+    fn map_trap<T: serde::Serialize>(
         &self,
         call: &str,
         result: wasmtime::Result<T>,
         store: &Store<HostState>,
     ) -> Result<T, CallError> {
         let e = match result {
-            Ok(v) => return Ok(v),
+            Ok(v) => return self.check_size(call, v),
             Err(e) => e,
         };
         let plugin = self.name.clone();
@@ -297,6 +303,19 @@ impl<'a> PluginCalls<'a> {
             return Err(CallError::Memory { plugin, call, limit_mb });
         }
         Err(CallError::Trap { plugin, call, message: first_lines(&message, 6) })
+    }
+
+    fn check_size<T: serde::Serialize>(&self, call: &str, value: T) -> Result<T, CallError> {
+        let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > self.limits.max_return_bytes {
+            return Err(CallError::Oversized {
+                plugin: self.name.clone(),
+                call: call.to_string(),
+                size,
+                limit: self.limits.max_return_bytes,
+            });
+        }
+        Ok(value)
     }
 
     pub async fn describe(&self) -> Result<Description, CallError> {

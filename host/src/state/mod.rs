@@ -15,7 +15,9 @@
 //! edited (sqlx checks their checksums on every open); change the schema with a new file.
 
 mod locks;
+mod monitor;
 mod records;
+mod watch;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +37,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Executor, Row};
 
 pub use locks::{HELD_UNTIL_RELEASED, LockInfo, LockOutcome};
+pub use monitor::{MonitorCheck, NewMonitorCheck};
+pub use watch::{NewWatch, WatchRecord, WatchStatus, Watcher};
 pub use records::{
     BackupRecord, DeploymentKind, DeploymentRecord, DeploymentStatus, EventRecord, NewDeployment,
     PhaseOutcome, PhaseRecord,
@@ -48,8 +52,10 @@ pub const DEFAULT_STATE_FILE: &str = ".host/state.db";
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 
 /// The schema, oldest first. Versions are the file name prefixes.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("migrations/0001_initial.sql")),
+    (2, "watches and monitor", include_str!("migrations/0002_watches_and_monitor.sql")),
+];
 
 /// The database behind a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

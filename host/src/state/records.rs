@@ -64,6 +64,8 @@ text_enum! {
 
 text_enum! {
     /// How a run ended; `Running` until it does (or forever, if its process died).
+    /// `deploy-first` adds `Validating` (live, waiting for CI; see the `watches` table) and
+    /// `Unvalidated` (no CI verdict and kept, or replaced by a newer deployment first).
     DeploymentStatus {
         Running = "running",
         Succeeded = "succeeded",
@@ -71,6 +73,8 @@ text_enum! {
         RolledBack = "rolled_back",
         RollbackFailed = "rollback_failed",
         Aborted = "aborted",
+        Validating = "validating",
+        Unvalidated = "unvalidated",
     }
 }
 

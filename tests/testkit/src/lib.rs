@@ -21,7 +21,9 @@
 
 mod postgres;
 mod python;
+mod rails;
 mod sha256;
+mod streamlit;
 
 use std::env;
 use std::net::TcpListener;
@@ -32,6 +34,8 @@ use anyhow::{Context, Result, bail};
 
 pub use postgres::Postgres;
 pub use python::PythonEnv;
+pub use rails::{RAILS_NEEDS, make_rails_repo, rails_available, secret_key_base};
+pub use streamlit::{clone_checkout, make_streamlit_origin, make_streamlit_repo, quiet_git};
 
 /// Whether a test may go on: true when `found`. Otherwise prints why the test is skipped and
 /// returns false, except when the environment has `CI=true`: there it panics, because a CI

@@ -1,0 +1,25 @@
+"""What Kitchen Insights computes, as plain functions CI can test."""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+
+@dataclass
+class Section:
+    title: str
+    compute: Callable[[pd.DataFrame], pd.Series]
+
+
+def average_rating(recipes: pd.DataFrame) -> float:
+    """Mean rating, rounded to one decimal."""
+    return round(float(recipes["rating"].mean()), 1)
+
+
+def by_cuisine(recipes: pd.DataFrame) -> pd.Series:
+    """Number of recipes per cuisine."""
+    return recipes.groupby("cuisine")["name"].count()
+
+
+SECTIONS = [Section("Recipes by cuisine", by_cuisine)]

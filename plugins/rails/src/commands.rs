@@ -1,0 +1,498 @@
+//! Every command the plugin asks the host to run, built as plain data (argv, intent, purpose).
+//!
+//! `read` commands run for real under `--dry-run` (preflight must see the true state); `change`
+//! commands are only listed. Nothing goes through a shell, so values are single argv items.
+//! Rails commands go through the `runner` prefix (`docker exec web bin/rails ...`) when one is
+//! set; git, pg_dump, pg_restore and psql always run here.
+
+use crate::settings::Settings;
+use plugin_sdk::{Command, cmd};
+use std::time::Duration;
+
+/// `git rev-parse --verify <rev>^{commit}`: a tag, branch or short SHA to the full commit SHA.
+pub fn git_resolve(rev: &str) -> Command {
+    let spec = format!("{rev}^{{commit}}");
+    cmd::read(
+        "git",
+        &["rev-parse", "--verify", "--end-of-options", &spec],
+        "resolve the revision to a commit",
+    )
+}
+
+pub fn git_head() -> Command {
+    cmd::read("git", &["rev-parse", "HEAD"], "find the checked-out commit")
+}
+
+/// Tracked files with local edits: `checkout --force` will discard them.
+pub fn git_dirty() -> Command {
+    cmd::read(
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+        "look for local edits the checkout would discard",
+    )
+}
+
+/// The migration files of a commit that is not checked out (paths relative to the project root).
+pub fn git_list_migrations(sha: &str, dir: &str) -> Command {
+    let dir = format!("{dir}/");
+    cmd::read(
+        "git",
+        &["ls-tree", "--name-only", sha, "--", &dir],
+        "list the target's migration files",
+    )
+}
+
+/// `git show <sha>:./<path>`: the `./` makes the path relative to the project root, which may
+/// be a subfolder of the repository.
+pub fn git_show(sha: &str, path: &str) -> Command {
+    let spec = format!("{sha}:./{path}");
+    cmd::read(
+        "git",
+        &["show", &spec],
+        "read a pending migration of the target",
+    )
+}
+
+pub fn git_checkout(sha: &str) -> Command {
+    cmd::change(
+        "git",
+        &["checkout", "--force", "--detach", sha],
+        "check out the revision",
+    )
+}
+
+/// `[runner...] <rails...> <args>`, with `RAILS_ENV` when the settings name one.
+fn rails(s: &Settings, args: &[&str], purpose: &str, mutates: bool) -> Command {
+    let argv: Vec<String> = s
+        .runner
+        .iter()
+        .chain(s.rails.iter())
+        .cloned()
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect();
+    let command = cmd::from_argv(&argv, purpose, mutates)
+        .expect("settings check that `rails` names a program");
+    match &s.rails_env {
+        Some(env) => command.env("RAILS_ENV", env),
+        None => command,
+    }
+}
+
+/// Read-only: boots the app and lists every migration as up, down or `NO FILE`.
+pub fn migrate_status(s: &Settings) -> Command {
+    rails(
+        s,
+        &["db:migrate:status"],
+        "read which migrations the database has applied",
+        false,
+    )
+}
+
+/// `db:migrate`, killed after the migration timeout. `app_name` tags its database session
+/// (libpq's PGAPPNAME) so a rollback can end it if the server is still running its query.
+pub fn migrate(s: &Settings, timeout: Duration, app_name: &str) -> Command {
+    rails(s, &["db:migrate"], "apply pending migrations", true)
+        .timeout_ms(timeout.as_millis() as u64)
+        .env("PGAPPNAME", app_name)
+}
+
+/// `db:rollback STEP=n`: reverts the newest `n` migrations (by file), with the code that
+/// holds their `down`/`change` still checked out.
+pub fn rollback(s: &Settings, steps: usize, timeout: Duration, app_name: &str) -> Command {
+    let step = format!("STEP={steps}");
+    rails(
+        s,
+        &["db:rollback", &step],
+        "revert this deployment's migrations",
+        true,
+    )
+    .timeout_ms(timeout.as_millis() as u64)
+    .env("PGAPPNAME", app_name)
+}
+
+pub fn restart(s: &Settings) -> Option<Command> {
+    cmd::from_argv(
+        s.restart.as_deref()?,
+        "restart the app on the new code",
+        true,
+    )
+}
+
+/// The `application_name` of this deployment's migration sessions (at most 63 bytes, as
+/// PostgreSQL keeps).
+pub fn app_name(deployment_id: &str) -> String {
+    let id: String = deployment_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    format!("host-deploy-{id}")
+}
+
+/// A killed `db:migrate` leaves its server session running the statement (PostgreSQL only
+/// notices the client is gone when it next writes to it), holding its locks and Rails'
+/// migration advisory lock: end it before reverting or restoring.
+pub fn psql_end_migration_sessions(url: &str, app_name: &str) -> Command {
+    let sql = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{}' AND pid <> pg_backend_pid()",
+        app_name.replace('\'', "")
+    );
+    cmd::change(
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--dbname",
+            url,
+            "-c",
+            &sql,
+        ],
+        "end this deployment's migration sessions still running on the server",
+    )
+}
+
+pub fn mkdir_backups(dir: &str) -> Command {
+    cmd::change("mkdir", &["-p", dir], "make the backup folder")
+}
+
+pub fn pg_dump(url: &str, file: &str) -> Command {
+    cmd::change(
+        "pg_dump",
+        &[
+            "--format=custom",
+            "--no-owner",
+            "--file",
+            file,
+            "--dbname",
+            url,
+        ],
+        "back the database up before migrating",
+    )
+}
+
+pub fn pg_restore_list(file: &str) -> Command {
+    cmd::read(
+        "pg_restore",
+        &["--list", file],
+        "check the backup is readable",
+    )
+}
+
+/// Empties `public` so the backup restores into exactly what it was taken from, including
+/// objects created after it. The schema itself is recreated as it was (owner, grants, comment:
+/// PostgreSQL 15 gives `public` to `pg_database_owner` with USAGE for everyone), or a restored
+/// database would differ from the original and the app's role could lose access.
+/// (The same statement as render-alembic's: both restore a `pg_dump -F c` of `public`.)
+pub const RESET_PUBLIC_SCHEMA: &str = r#"DO $reset$
+DECLARE
+  owner_name text;
+  comment_text text;
+  grants text;
+BEGIN
+  SELECT n.nspowner::regrole::text, obj_description(n.oid, 'pg_namespace')
+    INTO owner_name, comment_text FROM pg_namespace n WHERE n.nspname = 'public';
+  SELECT string_agg(format('GRANT %s ON SCHEMA public TO %s;', a.privilege_type,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END), ' ')
+    INTO grants FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspname = 'public';
+  DROP SCHEMA public CASCADE;
+  EXECUTE format('CREATE SCHEMA public AUTHORIZATION %s', owner_name);
+  IF grants IS NOT NULL THEN EXECUTE grants; END IF;
+  IF comment_text IS NOT NULL THEN EXECUTE format('COMMENT ON SCHEMA public IS %L', comment_text); END IF;
+END
+$reset$;"#;
+
+pub fn psql_reset_schema(url: &str) -> Command {
+    cmd::change(
+        "psql",
+        &[
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--dbname",
+            url,
+            "-c",
+            RESET_PUBLIC_SCHEMA,
+        ],
+        "empty the schema before restoring the backup",
+    )
+}
+
+pub fn pg_restore(url: &str, file: &str) -> Command {
+    cmd::change(
+        "pg_restore",
+        &[
+            "--no-owner",
+            "--single-transaction",
+            "--exit-on-error",
+            "--dbname",
+            url,
+            file,
+        ],
+        "restore the database from the backup",
+    )
+}
+
+/// `<backup_dir>/<environment>-<deployment-id>.dump`, both ids reduced to file-name-safe
+/// characters (they come from the operator and the host).
+pub fn backup_path(dir: &str, environment: &str, deployment_id: &str) -> String {
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!("{dir}/{}-{}.dump", safe(environment), safe(deployment_id))
+}
+
+/// Parameters libpq understands in a URL's query; Rails URLs also carry its own (`pool`,
+/// `prepared_statements`, ...), which pg_dump would refuse.
+const LIBPQ_PARAMS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslcert",
+    "sslkey",
+    "sslrootcert",
+    "sslcrl",
+    "sslpassword",
+    "target_session_attrs",
+    "keepalives",
+    "gssencmode",
+    "channel_binding",
+    "service",
+];
+
+/// A URL libpq tools accept, from the one Rails reads: `postgis://` and `postgresql://` become
+/// `postgresql://`, Rails-only query parameters are dropped.
+pub fn libpq_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    if !matches!(scheme, "postgres" | "postgresql" | "postgis") {
+        return url.to_string();
+    }
+    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && LIBPQ_PARAMS.contains(&p.split('=').next().unwrap_or("")))
+        .collect();
+    let scheme = if scheme == "postgis" {
+        "postgresql"
+    } else {
+        scheme
+    };
+    if kept.is_empty() {
+        format!("{scheme}://{base}")
+    } else {
+        format!("{scheme}://{base}?{}", kept.join("&"))
+    }
+}
+
+/// Whether `pg_restore --list` printed an archive's header (it does for any readable dump,
+/// even one of an empty database).
+pub fn is_archive_listing(listing: &str) -> bool {
+    listing
+        .lines()
+        .any(|l| l.starts_with("; Archive created at"))
+}
+
+/// Number of tracked files `git status --porcelain` reports as edited.
+pub fn dirty_count(porcelain: &str) -> usize {
+    porcelain.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// First 7 characters of a SHA, for messages.
+pub fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(c: &Command) -> Vec<String> {
+        c.argv()
+    }
+
+    #[test]
+    fn git_commands() {
+        assert_eq!(
+            argv(&git_resolve("v2")),
+            [
+                "git",
+                "rev-parse",
+                "--verify",
+                "--end-of-options",
+                "v2^{commit}"
+            ]
+        );
+        assert_eq!(
+            argv(&git_list_migrations("abc", "db/migrate")),
+            ["git", "ls-tree", "--name-only", "abc", "--", "db/migrate/"]
+        );
+        assert_eq!(
+            argv(&git_show("abc", "db/migrate/1_a.rb")),
+            ["git", "show", "abc:./db/migrate/1_a.rb"]
+        );
+        let checkout = git_checkout("5d6e7f8");
+        assert_eq!(
+            argv(&checkout),
+            ["git", "checkout", "--force", "--detach", "5d6e7f8"]
+        );
+        assert!(checkout.mutates && !git_head().mutates && !git_dirty().mutates);
+    }
+
+    #[test]
+    fn rails_commands_run_here_or_through_the_runner() {
+        let s = Settings {
+            rails_env: Some("production".into()),
+            ..Settings::default()
+        };
+        let status = migrate_status(&s);
+        assert_eq!(argv(&status), ["bin/rails", "db:migrate:status"]);
+        assert!(!status.mutates);
+        assert_eq!(
+            status.env,
+            [("RAILS_ENV".to_string(), "production".to_string())]
+        );
+
+        let s = Settings {
+            runner: vec!["docker".into(), "exec".into(), "myapp-web".into()],
+            ..Settings::default()
+        };
+        let up = migrate(&s, Duration::from_secs(600), "host-deploy-abc");
+        assert_eq!(
+            argv(&up),
+            ["docker", "exec", "myapp-web", "bin/rails", "db:migrate"]
+        );
+        assert!(up.mutates);
+        assert_eq!(up.timeout_ms, Some(600_000));
+        assert!(
+            up.env
+                .contains(&("PGAPPNAME".to_string(), "host-deploy-abc".to_string()))
+        );
+        let back = rollback(&s, 2, Duration::from_secs(3), "host-deploy-abc");
+        assert_eq!(
+            argv(&back),
+            [
+                "docker",
+                "exec",
+                "myapp-web",
+                "bin/rails",
+                "db:rollback",
+                "STEP=2"
+            ]
+        );
+        assert_eq!(back.timeout_ms, Some(3_000));
+
+        let s = Settings {
+            rails: vec!["bundle".into(), "exec".into(), "rails".into()],
+            ..Settings::default()
+        };
+        assert_eq!(
+            argv(&migrate_status(&s)),
+            ["bundle", "exec", "rails", "db:migrate:status"]
+        );
+    }
+
+    #[test]
+    fn restart_is_optional() {
+        assert!(restart(&Settings::default()).is_none());
+        let s = Settings {
+            restart: Some(vec!["bin/restart".into()]),
+            ..Settings::default()
+        };
+        let r = restart(&s).unwrap();
+        assert_eq!(argv(&r), ["bin/restart"]);
+        assert!(r.mutates);
+    }
+
+    #[test]
+    fn migration_sessions_are_named_and_ended() {
+        let name = app_name("0f3a9c'; DROP");
+        assert_eq!(name, "host-deploy-0f3a9cDROP");
+        let end = psql_end_migration_sessions("postgresql://h/app", &name);
+        assert!(end.mutates);
+        assert!(
+            argv(&end)
+                .last()
+                .unwrap()
+                .contains("application_name = 'host-deploy-0f3a9cDROP'")
+        );
+    }
+
+    #[test]
+    fn backup_and_restore_commands() {
+        let url = "postgresql://app:pw@db:5432/app";
+        let file = backup_path("backups", "production", "dep 42/x");
+        assert_eq!(file, "backups/production-dep_42_x.dump");
+        assert_eq!(
+            argv(&pg_dump(url, &file)),
+            [
+                "pg_dump",
+                "--format=custom",
+                "--no-owner",
+                "--file",
+                &file,
+                "--dbname",
+                url
+            ]
+        );
+        assert!(!pg_restore_list(&file).mutates);
+        assert_eq!(
+            argv(&psql_reset_schema(url)).last().unwrap(),
+            RESET_PUBLIC_SCHEMA
+        );
+        assert_eq!(
+            argv(&pg_restore(url, &file)),
+            [
+                "pg_restore",
+                "--no-owner",
+                "--single-transaction",
+                "--exit-on-error",
+                "--dbname",
+                url,
+                &file
+            ]
+        );
+    }
+
+    #[test]
+    fn urls_for_libpq() {
+        assert_eq!(libpq_url("postgres://u:p@h/db"), "postgres://u:p@h/db");
+        assert_eq!(
+            libpq_url("postgres://u@h/db?pool=10&sslmode=require&prepared_statements=false"),
+            "postgres://u@h/db?sslmode=require"
+        );
+        assert_eq!(libpq_url("postgis://u@h/db"), "postgresql://u@h/db");
+        assert_eq!(libpq_url("sqlite3:db/x.sqlite3"), "sqlite3:db/x.sqlite3");
+    }
+
+    #[test]
+    fn output_readers() {
+        assert!(is_archive_listing(
+            ";\n; Archive created at 2026-02-22 10:00:00 UTC\n"
+        ));
+        assert!(!is_archive_listing(
+            "pg_restore: error: input file does not appear to be a valid archive\n"
+        ));
+        assert_eq!(dirty_count(" M app/models/user.rb\nM  deploy.toml\n"), 2);
+        assert_eq!(short("5d6e7f8a9b"), "5d6e7f8");
+    }
+}
