@@ -340,3 +340,47 @@ fn j_a_rollback_that_fails_keeps_the_environment_locked_for_a_person() {
     assert_eq!(unlock.code, 0, "{}", unlock.text());
     assert!(app.status("staging")["lock"].is_null());
 }
+
+#[test]
+fn k_a_run_killed_mid_deploy_is_rolled_back_by_the_next_run() {
+    use std::io::BufRead;
+    let app = app!();
+    for rev in ["v1", "v2"] {
+        let run = app.deploy("qa", rev, &[]);
+        assert_eq!(run.code, 0, "{}", run.text());
+    }
+    write_v2_rows(&app);
+    let before = app.pg.data_checksum().unwrap();
+
+    // v3 is deployed (schema 0003, code v3), then the host dies while verifying it.
+    let mut child = app.host_cmd(&["deploy", "--env", "qa", "--rev", "v3", "--output", "json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        if line.unwrap().contains("\"probe_attempt\"") {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(app.alembic_version(), "0003", "the killed run had migrated");
+    assert_eq!(app.status("qa")["last_run"]["status"], "running");
+
+    // While its lease lasts, the dead run still holds the environment.
+    let early = app.deploy("qa", "v2", &[]);
+    assert_eq!(early.code, 5, "{}", early.text());
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // The next run rolls the dead one back first (downgrade, v2's code), then does its own work.
+    let run = app.deploy("qa", "v2", &[]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    let recovery = &run.events_of("rollback_started")[0];
+    assert!(recovery["reason"].as_str().unwrap().contains("interrupted during verify"), "{recovery}");
+    assert_eq!(recovery["method"], "downgrade");
+    assert_eq!(app.alembic_version(), "0002");
+    assert_eq!(app.head(), app.sha("v2"));
+    assert_eq!(app.pg.data_checksum().unwrap(), before);
+    assert_eq!(app.get("/health").0, 200);
+    let killed = app.history("qa").into_iter().find(|d| d["requested_revision"] == "v3").unwrap();
+    assert_eq!(killed["status"], "rolled_back");
+    assert!(killed["detail"].as_str().unwrap().starts_with("recovered by run"), "{killed}");
+}

@@ -12,6 +12,7 @@ pub mod classify;
 pub mod monitor;
 pub mod probes;
 mod recorder;
+mod recover;
 mod strategy;
 pub mod watch;
 
@@ -218,13 +219,7 @@ impl<'a> Run<'a> {
         }));
 
         // A run of this environment still marked running must have died: we hold its lock now.
-        if let Ok(stale) = store.unfinished(self.env()).await {
-            for d in stale {
-                let _ = store
-                    .finish_deployment(&d.id, DeploymentStatus::Aborted, Some("interrupted: its process stopped and its lock lease expired"))
-                    .await;
-            }
-        }
+        let stale = store.unfinished(self.env()).await.unwrap_or_default();
         let digest = self.setup.plugin.digest.clone();
         store
             .begin_deployment(&NewDeployment {
@@ -243,7 +238,7 @@ impl<'a> Run<'a> {
         let recorder = Arc::new(StoreRecorder::start(store.clone(), self.id.clone()));
         self.setup.events.subscribe(recorder.clone());
         self.recorder = Some(recorder);
-        Ok(())
+        self.recover(stale).await
     }
 
     /// Record the end, release the lock (unless a person must act), emit the last event.
