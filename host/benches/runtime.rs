@@ -230,6 +230,28 @@ fn main() {
         }),
     });
 
+    // 10. Vetting, the sandbox's cost on a normal deploy before anything runs: read the file,
+    //     sha256 it against host.lock, check its ed25519 signature against the trusted key.
+    let bytes = std::fs::read(&wasm).unwrap();
+    let key = host::trust::KeyPair::generate().unwrap();
+    let signed = scratch.path().join("signed.wasm");
+    std::fs::write(&signed, &bytes).unwrap();
+    host::trust::sign(&key, &bytes).write(&host::trust::signature_path(&signed)).unwrap();
+    let mut lock = host::trust::LockFile::read_or_new(scratch.path()).unwrap();
+    lock.plugins.insert(PLUGIN.into(), host::trust::LockEntry { sha256: host::trust::digest(&bytes), contract: "1.0.0".into() });
+    let policy = host::trust::Policy { locked: Some(lock), trusted_keys: vec![key.public_hex()], require_signature: true };
+    rows.push(Row {
+        name: "vet_pinned_and_signed",
+        what: format!("trust::vet of the {} KiB component: read + sha256 + host.lock pin + ed25519 signature", wasm_bytes / 1024),
+        samples: measure(200, 5, || {
+            time(|| {
+                let bytes = std::fs::read(&signed).unwrap();
+                host::trust::vet(PLUGIN, &signed, &bytes, &policy).unwrap()
+            })
+            .1
+        }),
+    });
+
     let by_name = |name: &str| rows.iter().find(|r| r.name == name).unwrap().median();
     let diff_us = |a: Duration, b: Duration| a.as_secs_f64() * 1e6 - b.as_secs_f64() * 1e6;
     let derived = [
