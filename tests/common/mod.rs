@@ -184,10 +184,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
 impl Drop for AlembicApp {
     /// Stop the app the deploys started (its pid is in .run/app.pid).
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.root.join(".run/app.pid")) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
-            }
+        if let Ok(pid) = std::fs::read_to_string(self.root.join(".run/app.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }
 }

@@ -15,7 +15,7 @@ impl Redactor {
             // Short values ("1", "true") are not secrets worth masking and would mangle text.
             .filter(|(v, _)| v.len() >= 8)
             .collect();
-        secrets.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         Redactor { secrets }
     }
 

@@ -23,10 +23,10 @@ pub fn key_offset(text: &str, path: &str) -> Option<usize> {
         let Some(next) = next else { break };
         best = next.span().map(|s| s.start).or(best);
         // Prefer the key itself: that is the line a person looks for.
-        if let (Part::Key(k), Some(table)) = (&part, item.as_table_like()) {
-            if let Some((key, _)) = table.get_key_value(k) {
-                best = key.span().map(|s| s.start).or(best);
-            }
+        if let (Part::Key(k), Some(table)) = (&part, item.as_table_like())
+            && let Some((key, _)) = table.get_key_value(k)
+        {
+            best = key.span().map(|s| s.start).or(best);
         }
         item = next;
     }

@@ -67,10 +67,10 @@ async fn check(client: &reqwest::Client, url: &str, probe: &Probe, timeout: Dura
         let excerpt: String = body.chars().take(200).collect();
         return (false, format!("status {status}, expected {}: {}", probe.expect_status, excerpt.trim()));
     }
-    if let Some(text) = &probe.body_contains {
-        if !body.contains(text.as_str()) {
-            return (false, format!("status {status} but the body lacks `{text}`"));
-        }
+    if let Some(text) = &probe.body_contains
+        && !body.contains(text.as_str())
+    {
+        return (false, format!("status {status} but the body lacks `{text}`"));
     }
     (true, format!("status {status}"))
 }

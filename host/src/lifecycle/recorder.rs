@@ -37,10 +37,10 @@ impl StoreRecorder {
 
 impl Subscriber for StoreRecorder {
     fn event(&self, event: &Event) {
-        if let Some(sender) = self.sender.lock().unwrap().as_ref() {
-            if let Ok(value) = serde_json::to_value(event) {
-                let _ = sender.send(value);
-            }
+        if let Some(sender) = self.sender.lock().unwrap().as_ref()
+            && let Ok(value) = serde_json::to_value(event)
+        {
+            let _ = sender.send(value);
         }
     }
 }

@@ -21,20 +21,19 @@ pub fn load_or_compile(
     if file.exists() {
         // SAFETY: the file was written by `serialize` below for this very engine configuration
         // (the name carries the compatibility hash); the cache directory belongs to the user.
-        match unsafe { Component::deserialize_file(engine, &file) } {
-            Ok(component) => return Ok((component, true)),
-            // A truncated or foreign file: recompile and overwrite it.
-            Err(_) => {}
+        // A truncated or foreign file fails here: then recompile and overwrite it.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, &file) } {
+            return Ok((component, true));
         }
     }
     let component = Component::new(engine, bytes)?;
     // The cache is an optimisation: failing to write it must not fail the load.
-    if let Ok(serialized) = component.serialize() {
-        if std::fs::create_dir_all(dir).is_ok() {
-            let tmp = dir.join(format!(".{digest}.{}.tmp", std::process::id()));
-            if std::fs::write(&tmp, serialized).is_ok() {
-                let _ = std::fs::rename(&tmp, &file);
-            }
+    if let Ok(serialized) = component.serialize()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let tmp = dir.join(format!(".{digest}.{}.tmp", std::process::id()));
+        if std::fs::write(&tmp, serialized).is_ok() {
+            let _ = std::fs::rename(&tmp, &file);
         }
     }
     Ok((component, false))
