@@ -61,21 +61,40 @@ pub fn git_checkout(sha: &str) -> Command {
     )
 }
 
-/// `[runner...] <rails...> <args>`, with `RAILS_ENV` when the settings name one.
-fn rails(s: &Settings, args: &[&str], purpose: &str, mutates: bool) -> Command {
-    let argv: Vec<String> = s
-        .runner
-        .iter()
-        .chain(s.rails.iter())
-        .cloned()
-        .chain(args.iter().map(|a| a.to_string()))
-        .collect();
-    let command = cmd::from_argv(&argv, purpose, mutates)
-        .expect("settings check that `rails` names a program");
-    match &s.rails_env {
-        Some(env) => command.env("RAILS_ENV", env),
-        None => command,
+/// `[runner...] <rails...> <args>` with `vars` (and `RAILS_ENV` when the settings name one).
+/// Variables reach Rails as the command's environment, or through `docker exec -e` /
+/// `podman exec -e` when that is the runner: a container does not inherit the caller's.
+fn rails(
+    s: &Settings,
+    args: &[&str],
+    vars: &[(&str, &str)],
+    purpose: &str,
+    mutates: bool,
+) -> Command {
+    let mut vars: Vec<(&str, &str)> = vars.to_vec();
+    if let Some(env) = &s.rails_env {
+        vars.insert(0, ("RAILS_ENV", env));
     }
+    let container = s.runner.len() >= 2
+        && matches!(s.runner[0].rsplit('/').next(), Some("docker" | "podman"))
+        && s.runner[1] == "exec";
+    let mut argv: Vec<String> = s.runner.clone();
+    if container {
+        let flags = vars
+            .iter()
+            .flat_map(|(k, v)| ["-e".to_string(), format!("{k}={v}")]);
+        argv.splice(2..2, flags);
+    }
+    argv.extend(s.rails.iter().cloned());
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut command = cmd::from_argv(&argv, purpose, mutates)
+        .expect("settings check that `rails` names a program");
+    if !container {
+        for (k, v) in vars {
+            command = command.env(k, v);
+        }
+    }
+    command
 }
 
 /// Read-only: boots the app and lists every migration as up, down or `NO FILE`.
@@ -83,6 +102,7 @@ pub fn migrate_status(s: &Settings) -> Command {
     rails(
         s,
         &["db:migrate:status"],
+        &[],
         "read which migrations the database has applied",
         false,
     )
@@ -91,9 +111,14 @@ pub fn migrate_status(s: &Settings) -> Command {
 /// `db:migrate`, killed after the migration timeout. `app_name` tags its database session
 /// (libpq's PGAPPNAME) so a rollback can end it if the server is still running its query.
 pub fn migrate(s: &Settings, timeout: Duration, app_name: &str) -> Command {
-    rails(s, &["db:migrate"], "apply pending migrations", true)
-        .timeout_ms(timeout.as_millis() as u64)
-        .env("PGAPPNAME", app_name)
+    rails(
+        s,
+        &["db:migrate"],
+        &[("PGAPPNAME", app_name)],
+        "apply pending migrations",
+        true,
+    )
+    .timeout_ms(timeout.as_millis() as u64)
 }
 
 /// `db:rollback STEP=n`: reverts the newest `n` migrations (by file), with the code that
@@ -103,11 +128,11 @@ pub fn rollback(s: &Settings, steps: usize, timeout: Duration, app_name: &str) -
     rails(
         s,
         &["db:rollback", &step],
+        &[("PGAPPNAME", app_name)],
         "revert this deployment's migrations",
         true,
     )
     .timeout_ms(timeout.as_millis() as u64)
-    .env("PGAPPNAME", app_name)
 }
 
 pub fn restart(s: &Settings) -> Option<Command> {
@@ -372,34 +397,47 @@ mod tests {
             [("RAILS_ENV".to_string(), "production".to_string())]
         );
 
+        // A container does not inherit the caller's environment: variables go in as -e.
         let s = Settings {
             runner: vec!["docker".into(), "exec".into(), "myapp-web".into()],
+            rails_env: Some("production".into()),
             ..Settings::default()
         };
         let up = migrate(&s, Duration::from_secs(600), "host-deploy-abc");
         assert_eq!(
             argv(&up),
-            ["docker", "exec", "myapp-web", "bin/rails", "db:migrate"]
-        );
-        assert!(up.mutates);
-        assert_eq!(up.timeout_ms, Some(600_000));
-        assert!(
-            up.env
-                .contains(&("PGAPPNAME".to_string(), "host-deploy-abc".to_string()))
-        );
-        let back = rollback(&s, 2, Duration::from_secs(3), "host-deploy-abc");
-        assert_eq!(
-            argv(&back),
             [
                 "docker",
                 "exec",
+                "-e",
+                "RAILS_ENV=production",
+                "-e",
+                "PGAPPNAME=host-deploy-abc",
                 "myapp-web",
                 "bin/rails",
-                "db:rollback",
-                "STEP=2"
+                "db:migrate"
             ]
         );
+        assert!(up.mutates && up.env.is_empty());
+        assert_eq!(up.timeout_ms, Some(600_000));
+        let back = rollback(&s, 2, Duration::from_secs(3), "host-deploy-abc");
+        assert_eq!(
+            &argv(&back)[6..],
+            ["myapp-web", "bin/rails", "db:rollback", "STEP=2"]
+        );
         assert_eq!(back.timeout_ms, Some(3_000));
+
+        // Any other runner (ssh, kubectl exec ...) gets them as its own environment.
+        let s = Settings {
+            runner: vec!["ssh".into(), "app@web1".into()],
+            ..Settings::default()
+        };
+        let up = migrate(&s, Duration::from_secs(60), "host-deploy-abc");
+        assert_eq!(argv(&up), ["ssh", "app@web1", "bin/rails", "db:migrate"]);
+        assert_eq!(
+            up.env,
+            [("PGAPPNAME".to_string(), "host-deploy-abc".to_string())]
+        );
 
         let s = Settings {
             rails: vec!["bundle".into(), "exec".into(), "rails".into()],

@@ -116,13 +116,21 @@ impl Guest for Rails {
         let timeout = s.migration_timeout(&ctx.environment);
         // Always run: what is pending is the database's business, not the diff's.
         let migrate = commands::migrate(&s, timeout, &commands::app_name(&ctx.deployment_id));
-        let migrated = run(&migrate).map_err(|e| {
-            e.with_hint(format!(
-                "the migration timeout is {} (`migration_timeout` in the environment's settings); \
-                 `bin/rails db:migrate:status` shows where the database stands",
-                plan::human(timeout)
-            ))
-        })?;
+        let migrated = host::run(&migrate)?;
+        if migrated.status != 0 {
+            let error = PluginError::new(plugin_sdk::cmd::failure_message(&migrate, &migrated));
+            return Err(error.with_hint(if migrated.timed_out {
+                format!(
+                    "the migration timeout is {} (`migration_timeout` in the environment's settings); \
+                     make the migration faster, or raise it for this environment",
+                    plan::human(timeout)
+                )
+            } else {
+                "`bin/rails db:migrate:status` shows where the database stands; a failed migration's \
+                 transaction is rolled back (unless it disables DDL transactions)"
+                    .to_string()
+            }));
+        }
         let applied = schema::parse_migrated(&migrated.stdout, "migrated");
         let restarted = match commands::restart(&s) {
             Some(restart) => run(&restart).map(|_| true)?,
@@ -215,10 +223,12 @@ impl Guest for Rails {
             if let Some(url) = &url {
                 let ended = run(&commands::psql_end_migration_sessions(url, &app_name))?;
                 if !ended.planned && ended.stdout.trim() != "0" {
-                    done.push(format!(
-                        "ended {} migration session(s) still running",
+                    let what = format!(
+                        "ended {} migration session(s) still running on the server",
                         ended.stdout.trim()
-                    ));
+                    );
+                    plugin_sdk::log(LogLevel::Warn, &what);
+                    done.push(what);
                 }
             }
         }
@@ -352,12 +362,16 @@ fn applied_versions(s: &Settings) -> Result<BTreeSet<u64>> {
     let out: CommandOutput = host::run(&status)?;
     if out.status != 0 {
         if schema::schema_table_missing(&out.stdout) || schema::schema_table_missing(&out.stderr) {
-            plugin_sdk::log(LogLevel::Info, "no schema_migrations table yet: the database has applied no migration");
+            plugin_sdk::log(
+                LogLevel::Info,
+                "no schema_migrations table yet: the database has applied no migration",
+            );
             return Ok(BTreeSet::new());
         }
         return Err(PluginError::new(plugin_sdk::cmd::failure_message(&status, &out)).with_hint(format!(
             "`db:migrate:status` boots the app: check that ${} is set and granted, that the database exists \
-             (`bin/rails db:create`), and that {} runs from the project root",
+             (`bin/rails db:create`), and that {} runs from the project root; or set `database` to a \
+             [databases] entry to read schema_migrations without booting the app",
             s.database_env,
             s.runner.iter().chain(s.rails.iter()).cloned().collect::<Vec<_>>().join(" ")
         )));

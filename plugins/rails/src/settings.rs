@@ -22,16 +22,16 @@ pub struct Settings {
     /// means here, in the project root. Only Rails goes through it: git, pg_dump and the
     /// restart command run on this machine, against this checkout.
     pub runner: Vec<String>,
-    /// `RAILS_ENV` for Rails commands (with a runner, pass it in the runner instead:
-    /// `["docker", "exec", "-e", "RAILS_ENV=production", "web"]`).
+    /// `RAILS_ENV` for Rails commands (given to `docker exec`/`podman exec` runners as `-e`).
     pub rails_env: Option<String>,
     /// Migration files, relative to the project root.
     pub migrations_dir: String,
     /// Environment variable holding the database URL (for pg_dump, pg_restore and psql).
     pub database_env: String,
     /// A `[databases.NAME]` of deploy.toml: when set, applied versions are read from its
-    /// `schema_migrations` through the host's read-only query capability (no Rails boot);
-    /// otherwise from `bin/rails db:migrate:status`, where the app runs.
+    /// `schema_migrations` through the host's read-only query capability (no Rails boot, so
+    /// it also works when the checked-out code no longer boots); otherwise from
+    /// `bin/rails db:migrate:status`, where the app runs.
     pub database: Option<String>,
     /// Command that restarts the app after a checkout.
     pub restart: Option<Vec<String>>,

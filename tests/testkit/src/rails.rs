@@ -17,7 +17,10 @@ pub fn rails_available() -> bool {
     find_program("ruby", &[]).is_some()
         && find_program("bundle", &[]).is_some()
         && Command::new("ruby")
-            .args(["-e", "require 'rails'; require 'active_record'; require 'pg'; require 'webrick'"])
+            .args([
+                "-e",
+                "require 'rails'; require 'active_record'; require 'pg'; require 'webrick'",
+            ])
             .output()
             .is_ok_and(|out| out.status.success())
 }
@@ -28,7 +31,10 @@ pub fn rails_available() -> bool {
 /// uncommitted Gemfile.lock), so the first `bin/rails` of a test does not do it.
 pub fn make_rails_repo(dest: &Path) -> Result<()> {
     let script = workspace_root().join("examples/rails-app/make-repo");
-    run(Command::new("bash").arg(&script).arg(dest), &format!("{} {}", script.display(), dest.display()))?;
+    run(
+        Command::new("bash").arg(&script).arg(dest),
+        &format!("{} {}", script.display(), dest.display()),
+    )?;
     let mut bundle = Command::new("bundle");
     bundle
         .args(["install", "--local", "--quiet"])
@@ -36,10 +42,16 @@ pub fn make_rails_repo(dest: &Path) -> Result<()> {
         // A developer's bundler config must not send gems elsewhere or require a frozen lock.
         .env("BUNDLE_IGNORE_CONFIG", "1")
         .env("BUNDLE_GEMFILE", dest.join("Gemfile"));
-    run(&mut bundle, "bundle install --local (the gems come from ruby-rails, ruby-pg, ruby-webrick)")
-        .context("resolving the example app's Gemfile offline")?;
+    run(
+        &mut bundle,
+        "bundle install --local (the gems come from ruby-rails, ruby-pg, ruby-webrick)",
+    )
+    .context("resolving the example app's Gemfile offline")?;
     if !dest.join("Gemfile.lock").is_file() {
-        bail!("bundle install --local wrote no Gemfile.lock in {}", dest.display());
+        bail!(
+            "bundle install --local wrote no Gemfile.lock in {}",
+            dest.display()
+        );
     }
     Ok(())
 }
@@ -73,11 +85,20 @@ mod tests {
         assert_eq!(git(&["tag", "--list"]).unwrap(), "v1\nv2\nv3\nv4");
         // v4 branches off v2: it must not contain v3's migration.
         assert!(git(&["merge-base", "--is-ancestor", "v3", "v4"]).is_err());
-        assert_eq!(git(&["rev-parse", "HEAD"]).unwrap(), git(&["rev-parse", "v1^{commit}"]).unwrap());
+        assert_eq!(
+            git(&["rev-parse", "HEAD"]).unwrap(),
+            git(&["rev-parse", "v1^{commit}"]).unwrap()
+        );
         // Gemfile.lock is ignored: the checkout stays clean for `git checkout --force`.
         assert_eq!(git(&["status", "--porcelain"]).unwrap(), "");
-        assert!(repo.join("db/migrate/20250106090000_create_users.rb").is_file());
+        assert!(
+            repo.join("db/migrate/20250106090000_create_users.rb")
+                .is_file()
+        );
         assert_eq!(secret_key_base().len(), 128);
-        assert!(make_rails_repo(&repo).is_err(), "a second build must refuse to overwrite");
+        assert!(
+            make_rails_repo(&repo).is_err(),
+            "a second build must refuse to overwrite"
+        );
     }
 }
