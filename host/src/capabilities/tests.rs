@@ -63,7 +63,9 @@ async fn a_timeout_kills_the_command_and_everything_it_started() {
     let started = Instant::now();
     let out = exec::run(&ctx, cmd).await.unwrap();
     assert!(out.timed_out && out.status == -1);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let took = started.elapsed();
+    println!("command timeout: 300 ms limit, killed after {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(2), "took {took:?}");
     let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid")).unwrap().trim().parse().unwrap();
     std::thread::sleep(Duration::from_millis(100));
     // SAFETY: signal 0 only checks whether the process exists.
