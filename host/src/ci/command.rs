@@ -45,7 +45,11 @@ impl CommandSource {
     pub async fn status(&self, sha: &str) -> Result<CiStatus, String> {
         let argv = self.argv_for(sha);
         let (program, args) = argv.split_first().ok_or("the CI command is empty")?;
-        let program = if program.contains('/') { self.root.join(program) } else { PathBuf::from(program) };
+        let program = if program.contains('/') {
+            self.root.join(program)
+        } else {
+            PathBuf::from(program)
+        };
         let child = tokio::process::Command::new(&program)
             .args(args)
             .current_dir(&self.root)
@@ -58,7 +62,13 @@ impl CommandSource {
             .map_err(|e| format!("cannot run the CI command {}: {e}", self.describe()))?;
         let output = tokio::time::timeout(TIMEOUT, child.wait_with_output())
             .await
-            .map_err(|_| format!("the CI command {} took more than {}s", self.describe(), TIMEOUT.as_secs()))?
+            .map_err(|_| {
+                format!(
+                    "the CI command {} took more than {}s",
+                    self.describe(),
+                    TIMEOUT.as_secs()
+                )
+            })?
             .map_err(|e| format!("the CI command {}: {e}", self.describe()))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         parse(&stdout).ok_or_else(|| {
@@ -121,11 +131,27 @@ mod tests {
     #[tokio::test]
     async fn the_sha_is_passed_and_a_silent_program_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let source = CommandSource::new(vec!["sh".into(), "-c".into(), "echo success built $HOST_CI_SHA {sha}".into()], dir.path().into());
+        let source = CommandSource::new(
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "echo success built $HOST_CI_SHA {sha}".into(),
+            ],
+            dir.path().into(),
+        );
         let s = source.status("abc123").await.unwrap();
-        assert_eq!((s.state, s.detail.as_str()), (CiState::Success, "built abc123 abc123"));
-        let silent = CommandSource::new(vec!["sh".into(), "-c".into(), "echo oops >&2; exit 3".into()], dir.path().into());
+        assert_eq!(
+            (s.state, s.detail.as_str()),
+            (CiState::Success, "built abc123 abc123")
+        );
+        let silent = CommandSource::new(
+            vec!["sh".into(), "-c".into(), "echo oops >&2; exit 3".into()],
+            dir.path().into(),
+        );
         let e = silent.status("abc").await.unwrap_err();
-        assert!(e.contains("printed no status (exit 3") && e.contains("oops"), "{e}");
+        assert!(
+            e.contains("printed no status (exit 3") && e.contains("oops"),
+            "{e}"
+        );
     }
 }

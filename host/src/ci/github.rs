@@ -23,7 +23,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const LOGS_FETCHED: usize = 2;
 /// Characters of log per notification: Discord caps a message at 2000.
 const EXCERPT_CHARS: usize = 1200;
-const FAILED: &[&str] = &["failure", "timed_out", "cancelled", "action_required", "startup_failure", "stale"];
+const FAILED: &[&str] = &[
+    "failure",
+    "timed_out",
+    "cancelled",
+    "action_required",
+    "startup_failure",
+    "stale",
+];
 
 pub struct Github {
     api: String,
@@ -109,7 +116,13 @@ impl Github {
             .user_agent(concat!("deploy-host/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("TLS backend available");
-        Github { api: api.trim_end_matches('/').to_string(), repo: repo.to_string(), token, workflows, client }
+        Github {
+            api: api.trim_end_matches('/').to_string(),
+            repo: repo.to_string(),
+            token,
+            workflows,
+            client,
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -117,14 +130,23 @@ impl Github {
     }
 
     pub async fn status(&self, sha: &str) -> Result<CiStatus, String> {
-        let runs: WorkflowRuns = self.get_json(&format!("actions/runs?head_sha={sha}&per_page=100")).await?;
+        let runs: WorkflowRuns = self
+            .get_json(&format!("actions/runs?head_sha={sha}&per_page=100"))
+            .await?;
         let runs: Vec<WorkflowRun> = runs
             .workflow_runs
             .into_iter()
-            .filter(|r| self.workflows.is_empty() || r.name.as_deref().is_some_and(|n| self.workflows.iter().any(|w| w == n)))
+            .filter(|r| {
+                self.workflows.is_empty()
+                    || r.name
+                        .as_deref()
+                        .is_some_and(|n| self.workflows.iter().any(|w| w == n))
+            })
             .collect();
         let checks: Vec<CheckRun> = if self.workflows.is_empty() {
-            self.get_json::<CheckRuns>(&format!("commits/{sha}/check-runs?per_page=100")).await?.check_runs
+            self.get_json::<CheckRuns>(&format!("commits/{sha}/check-runs?per_page=100"))
+                .await?
+                .check_runs
         } else {
             Vec::new()
         };
@@ -139,52 +161,107 @@ impl Github {
             })
             .collect();
         // Actions jobs are check runs too; they are already counted through their workflow run.
-        items.extend(checks.iter().filter(|c| runs.is_empty() || !is_actions(c)).map(|c| Item {
-            kind: "check",
-            name: &c.name,
-            status: &c.status,
-            conclusion: c.conclusion.as_deref(),
-            url: c.html_url.as_deref(),
-        }));
+        items.extend(
+            checks
+                .iter()
+                .filter(|c| runs.is_empty() || !is_actions(c))
+                .map(|c| Item {
+                    kind: "check",
+                    name: &c.name,
+                    status: &c.status,
+                    conclusion: c.conclusion.as_deref(),
+                    url: c.html_url.as_deref(),
+                }),
+        );
         Ok(verdict(&items, sha))
     }
 
     /// Failing jobs by name (`workflow / job (step)`) and an excerpt of the first ones' logs.
     pub async fn explain(&self, sha: &str, status: &mut CiStatus) {
-        let Ok(runs) = self.get_json::<WorkflowRuns>(&format!("actions/runs?head_sha={sha}&per_page=100")).await else { return };
+        let Ok(runs) = self
+            .get_json::<WorkflowRuns>(&format!("actions/runs?head_sha={sha}&per_page=100"))
+            .await
+        else {
+            return;
+        };
         let mut names = Vec::new();
         let mut excerpts = Vec::new();
-        for run in runs.workflow_runs.iter().filter(|r| r.conclusion.as_deref().is_some_and(|c| FAILED.contains(&c))) {
-            if !self.workflows.is_empty() && !run.name.as_deref().is_some_and(|n| self.workflows.iter().any(|w| w == n)) {
+        for run in runs
+            .workflow_runs
+            .iter()
+            .filter(|r| r.conclusion.as_deref().is_some_and(|c| FAILED.contains(&c)))
+        {
+            if !self.workflows.is_empty()
+                && !run
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| self.workflows.iter().any(|w| w == n))
+            {
                 continue;
             }
-            let Ok(jobs) = self.get_json::<Jobs>(&format!("actions/runs/{}/jobs?per_page=100", run.id)).await else { continue };
-            for job in jobs.jobs.iter().filter(|j| j.conclusion.as_deref().is_some_and(|c| FAILED.contains(&c))) {
-                let step = job.steps.iter().find(|s| s.conclusion.as_deref().is_some_and(|c| FAILED.contains(&c)));
+            let Ok(jobs) = self
+                .get_json::<Jobs>(&format!("actions/runs/{}/jobs?per_page=100", run.id))
+                .await
+            else {
+                continue;
+            };
+            for job in jobs
+                .jobs
+                .iter()
+                .filter(|j| j.conclusion.as_deref().is_some_and(|c| FAILED.contains(&c)))
+            {
+                let step = job
+                    .steps
+                    .iter()
+                    .find(|s| s.conclusion.as_deref().is_some_and(|c| FAILED.contains(&c)));
                 names.push(match step {
-                    Some(step) => format!("{} / {} (step `{}`)", run.name.as_deref().unwrap_or("workflow"), job.name, step.name),
-                    None => format!("{} / {}", run.name.as_deref().unwrap_or("workflow"), job.name),
+                    Some(step) => format!(
+                        "{} / {} (step `{}`)",
+                        run.name.as_deref().unwrap_or("workflow"),
+                        job.name,
+                        step.name
+                    ),
+                    None => format!(
+                        "{} / {}",
+                        run.name.as_deref().unwrap_or("workflow"),
+                        job.name
+                    ),
                 });
                 if excerpts.len() < LOGS_FETCHED {
                     match self.job_log(job.id).await {
-                        Ok(log) => excerpts.push(format!("[{}]\n{}", job.name, log_excerpt(&log, EXCERPT_CHARS / LOGS_FETCHED))),
+                        Ok(log) => excerpts.push(format!(
+                            "[{}]\n{}",
+                            job.name,
+                            log_excerpt(&log, EXCERPT_CHARS / LOGS_FETCHED)
+                        )),
                         Err(e) => tracing::warn!("log of job {}: {e}", job.id),
                     }
                 }
             }
         }
-        if self.workflows.is_empty() {
-            if let Ok(checks) = self.get_json::<CheckRuns>(&format!("commits/{sha}/check-runs?per_page=100")).await {
-                for c in checks.check_runs.iter().filter(|c| !is_actions(c) && c.conclusion.as_deref().is_some_and(|x| FAILED.contains(&x))) {
-                    names.push(format!("check {}", c.name));
-                    if excerpts.len() < LOGS_FETCHED {
-                        if let Some(out) = &c.output {
-                            let text = [out.title.as_deref(), out.summary.as_deref()].into_iter().flatten().collect::<Vec<_>>().join("\n");
-                            if !text.is_empty() {
-                                excerpts.push(format!("[{}]\n{}", c.name, log_excerpt(&text, EXCERPT_CHARS / LOGS_FETCHED)));
-                            }
-                        }
-                    }
+        // Checks from other apps have no job log; their output's title and summary say why.
+        if self.workflows.is_empty()
+            && let Ok(checks) = self
+                .get_json::<CheckRuns>(&format!("commits/{sha}/check-runs?per_page=100"))
+                .await
+        {
+            for c in checks.check_runs.iter().filter(|c| {
+                !is_actions(c) && c.conclusion.as_deref().is_some_and(|x| FAILED.contains(&x))
+            }) {
+                names.push(format!("check {}", c.name));
+                let text = c
+                    .output
+                    .iter()
+                    .flat_map(|o| [o.title.as_deref(), o.summary.as_deref()])
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if excerpts.len() < LOGS_FETCHED && !text.is_empty() {
+                    excerpts.push(format!(
+                        "[{}]\n{}",
+                        c.name,
+                        log_excerpt(&text, EXCERPT_CHARS / LOGS_FETCHED)
+                    ));
                 }
             }
         }
@@ -198,7 +275,11 @@ impl Github {
 
     /// A job's log: the API answers 302 to a download URL, fetched without our token.
     async fn job_log(&self, job_id: u64) -> Result<String, String> {
-        let response = self.request(&format!("actions/jobs/{job_id}/logs")).send().await.map_err(|e| self.transport(e))?;
+        let response = self
+            .request(&format!("actions/jobs/{job_id}/logs"))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
         let status = response.status();
         if status.is_redirection() {
             let location = response
@@ -207,7 +288,13 @@ impl Github {
                 .and_then(|l| l.to_str().ok())
                 .ok_or("GitHub redirected the log download without a Location")?
                 .to_string();
-            let download = self.client.get(&location).timeout(REQUEST_TIMEOUT).send().await.map_err(|e| self.transport(e))?;
+            let download = self
+                .client
+                .get(&location)
+                .timeout(REQUEST_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| self.transport(e))?;
             if !download.status().is_success() {
                 return Err(format!("the log download answered {}", download.status()));
             }
@@ -234,20 +321,28 @@ impl Github {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        let response = self.request(path).send().await.map_err(|e| self.transport(e))?;
+        let response = self
+            .request(path)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
         let status = response.status();
         let body = response.text().await.map_err(|e| self.transport(e))?;
         if !status.is_success() {
             return Err(self.api_error(status, &body));
         }
-        serde_json::from_str(&body).map_err(|e| format!("GitHub's answer to {path} is not what was expected: {e}"))
+        serde_json::from_str(&body)
+            .map_err(|e| format!("GitHub's answer to {path} is not what was expected: {e}"))
     }
 
     /// Never includes the URL's query or any header: only what went wrong.
     fn transport(&self, e: reqwest::Error) -> String {
         let e = e.without_url();
         if e.is_timeout() {
-            format!("GitHub did not answer within {}s", REQUEST_TIMEOUT.as_secs())
+            format!(
+                "GitHub did not answer within {}s",
+                REQUEST_TIMEOUT.as_secs()
+            )
         } else if e.is_connect() {
             format!("cannot reach GitHub at {}: {e}", self.api)
         } else {
@@ -262,12 +357,21 @@ impl Github {
             .unwrap_or_default();
         let hint = match status.as_u16() {
             401 => " (check the token in the variable `token_env` names)".to_string(),
-            403 | 429 if message.to_lowercase().contains("rate limit") => " (rate limited: asking again later)".to_string(),
+            403 | 429 if message.to_lowercase().contains("rate limit") => {
+                " (rate limited: asking again later)".to_string()
+            }
             403 => " (the token needs read access to Actions and checks)".to_string(),
-            404 => format!(" (check `repo = \"{}\"` and that the token can read it)", self.repo),
+            404 => format!(
+                " (check `repo = \"{}\"` and that the token can read it)",
+                self.repo
+            ),
             _ => String::new(),
         };
-        let message = if message.is_empty() { String::new() } else { format!(": {message}") };
+        let message = if message.is_empty() {
+            String::new()
+        } else {
+            format!(": {message}")
+        };
         format!("GitHub answered {status}{message}{hint}")
     }
 }
@@ -279,32 +383,69 @@ fn is_actions(c: &CheckRun) -> bool {
 fn verdict(items: &[Item], sha: &str) -> CiStatus {
     let short = &sha[..sha.len().min(10)];
     if items.is_empty() {
-        return CiStatus::new(CiState::Pending, format!("no workflow run or check for {short} yet"));
+        return CiStatus::new(
+            CiState::Pending,
+            format!("no workflow run or check for {short} yet"),
+        );
     }
     let unfinished: Vec<&Item> = items.iter().filter(|i| i.status != "completed").collect();
     let first_url = items.iter().find_map(|i| i.url).map(String::from);
     if !unfinished.is_empty() {
         let done = items.len() - unfinished.len();
-        let names: Vec<String> = unfinished.iter().map(|i| format!("{} {} ({})", i.kind, i.name, i.status)).collect();
-        let mut status = CiStatus::new(CiState::Running, format!("{done} of {} done; waiting for {}", items.len(), names.join(", ")));
-        status.url = unfinished.iter().find_map(|i| i.url).map(String::from).or(first_url);
+        let names: Vec<String> = unfinished
+            .iter()
+            .map(|i| format!("{} {} ({})", i.kind, i.name, i.status))
+            .collect();
+        let mut status = CiStatus::new(
+            CiState::Running,
+            format!(
+                "{done} of {} done; waiting for {}",
+                items.len(),
+                names.join(", ")
+            ),
+        );
+        status.url = unfinished
+            .iter()
+            .find_map(|i| i.url)
+            .map(String::from)
+            .or(first_url);
         return status;
     }
-    let failed: Vec<&Item> = items.iter().filter(|i| i.conclusion.is_some_and(|c| FAILED.contains(&c))).collect();
+    let failed: Vec<&Item> = items
+        .iter()
+        .filter(|i| i.conclusion.is_some_and(|c| FAILED.contains(&c)))
+        .collect();
     if failed.is_empty() {
-        let mut status = CiStatus::new(CiState::Success, format!("{} passed", plural(items.len(), "workflow or check", "workflows and checks")));
+        let mut status = CiStatus::new(
+            CiState::Success,
+            format!(
+                "{} passed",
+                plural(items.len(), "workflow or check", "workflows and checks")
+            ),
+        );
         status.url = first_url;
         return status;
     }
-    let names: Vec<String> = failed.iter().map(|i| format!("{} {} ({})", i.kind, i.name, i.conclusion.unwrap_or("?"))).collect();
+    let names: Vec<String> = failed
+        .iter()
+        .map(|i| format!("{} {} ({})", i.kind, i.name, i.conclusion.unwrap_or("?")))
+        .collect();
     let mut status = CiStatus::new(CiState::Failure, format!("failed: {}", names.join(", ")));
     status.failing_jobs = failed.iter().map(|i| i.name.to_string()).collect();
-    status.url = failed.iter().find_map(|i| i.url).map(String::from).or(first_url);
+    status.url = failed
+        .iter()
+        .find_map(|i| i.url)
+        .map(String::from)
+        .or(first_url);
     status
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
-    if n == 1 { format!("1 {one}") } else { format!("{n} {many}") }
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }
 
 #[cfg(test)]
@@ -312,21 +453,54 @@ mod tests {
     use super::*;
 
     fn item<'a>(name: &'a str, status: &'a str, conclusion: Option<&'a str>) -> Item<'a> {
-        Item { kind: "workflow", name, status, conclusion, url: None }
+        Item {
+            kind: "workflow",
+            name,
+            status,
+            conclusion,
+            url: None,
+        }
     }
 
     #[test]
     fn nothing_is_pending_unfinished_is_running_any_failure_fails() {
         assert_eq!(verdict(&[], "abc").state, CiState::Pending);
-        let running = verdict(&[item("CI", "completed", Some("success")), item("Docs", "in_progress", None)], "abc");
+        let running = verdict(
+            &[
+                item("CI", "completed", Some("success")),
+                item("Docs", "in_progress", None),
+            ],
+            "abc",
+        );
         assert_eq!(running.state, CiState::Running);
-        assert_eq!(running.detail, "1 of 2 done; waiting for workflow Docs (in_progress)");
-        let green = verdict(&[item("CI", "completed", Some("success")), item("Lint", "completed", Some("skipped"))], "abc");
-        assert_eq!((green.state, green.detail.as_str()), (CiState::Success, "2 workflows and checks passed"));
-        let red = verdict(&[item("CI", "completed", Some("failure")), item("Lint", "completed", Some("success"))], "abc");
+        assert_eq!(
+            running.detail,
+            "1 of 2 done; waiting for workflow Docs (in_progress)"
+        );
+        let green = verdict(
+            &[
+                item("CI", "completed", Some("success")),
+                item("Lint", "completed", Some("skipped")),
+            ],
+            "abc",
+        );
+        assert_eq!(
+            (green.state, green.detail.as_str()),
+            (CiState::Success, "2 workflows and checks passed")
+        );
+        let red = verdict(
+            &[
+                item("CI", "completed", Some("failure")),
+                item("Lint", "completed", Some("success")),
+            ],
+            "abc",
+        );
         assert_eq!(red.state, CiState::Failure);
         assert_eq!(red.failing_jobs, vec!["CI"]);
-        assert_eq!(verdict(&[item("CI", "completed", Some("timed_out"))], "abc").state, CiState::Failure);
+        assert_eq!(
+            verdict(&[item("CI", "completed", Some("timed_out"))], "abc").state,
+            CiState::Failure
+        );
     }
 
     #[test]

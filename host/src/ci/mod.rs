@@ -65,7 +65,13 @@ pub struct CiStatus {
 
 impl CiStatus {
     pub fn new(state: CiState, detail: impl Into<String>) -> CiStatus {
-        CiStatus { state, detail: detail.into(), url: None, failing_jobs: Vec::new(), log_excerpt: None }
+        CiStatus {
+            state,
+            detail: detail.into(),
+            url: None,
+            failing_jobs: Vec::new(),
+            log_excerpt: None,
+        }
     }
 }
 
@@ -80,16 +86,32 @@ impl CiSource {
     pub fn from_config(config: &CiConfig, root: &Path) -> Result<CiSource, String> {
         match config.source {
             CiSourceKind::Github => {
-                let repo = config.repo.clone().ok_or("the GitHub source needs `repo = \"owner/name\"`")?;
-                let token = std::env::var(&config.token_env).ok().filter(|t| !t.trim().is_empty());
+                let repo = config
+                    .repo
+                    .clone()
+                    .ok_or("the GitHub source needs `repo = \"owner/name\"`")?;
+                let token = std::env::var(&config.token_env)
+                    .ok()
+                    .filter(|t| !t.trim().is_empty());
                 if token.is_none() {
-                    tracing::warn!("${} is not set: asking GitHub without a token (public repositories only, 60 requests an hour)", config.token_env);
+                    tracing::warn!(
+                        "${} is not set: asking GitHub without a token (public repositories only, 60 requests an hour)",
+                        config.token_env
+                    );
                 }
                 // `${GITHUB_API_URL:-https://api.github.com}` works: Actions runners set it.
                 let api = crate::config::expand_env(&config.api);
-                Ok(CiSource::Github(github::Github::new(&api, &repo, token, config.workflows.clone())))
+                Ok(CiSource::Github(github::Github::new(
+                    &api,
+                    &repo,
+                    token,
+                    config.workflows.clone(),
+                )))
             }
-            CiSourceKind::Command => Ok(CiSource::Command(command::CommandSource::new(config.command.clone(), root.to_path_buf()))),
+            CiSourceKind::Command => Ok(CiSource::Command(command::CommandSource::new(
+                config.command.clone(),
+                root.to_path_buf(),
+            ))),
         }
     }
 
@@ -124,7 +146,11 @@ impl CiSource {
 pub fn log_excerpt(log: &str, max: usize) -> String {
     const CONTEXT: usize = 5;
     const TAIL: usize = 15;
-    let lines: Vec<String> = log.lines().map(clean_line).filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<String> = log
+        .lines()
+        .map(clean_line)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     let errors: Vec<usize> = lines
         .iter()
         .enumerate()
@@ -147,13 +173,26 @@ fn clean_line(line: &str) -> String {
     let line = line.trim_end_matches('\r');
     // `2024-05-01T10:00:00.1234567Z ` prefixes every line of an Actions job log.
     let line = match line.split_once(' ') {
-        Some((stamp, rest)) if stamp.len() >= 20 && stamp.ends_with('Z') && stamp.as_bytes()[4] == b'-' && stamp.contains('T') => rest,
+        Some((stamp, rest))
+            if stamp.len() >= 20
+                && stamp.ends_with('Z')
+                && stamp.as_bytes()[4] == b'-'
+                && stamp.contains('T') =>
+        {
+            rest
+        }
         _ => line,
     };
     if let Some(rest) = line.strip_prefix("##[error]") {
         return format!("error: {rest}");
     }
-    for marker in ["##[group]", "##[endgroup]", "##[warning]", "##[notice]", "##[debug]"] {
+    for marker in [
+        "##[group]",
+        "##[endgroup]",
+        "##[warning]",
+        "##[notice]",
+        "##[debug]",
+    ] {
         if let Some(rest) = line.strip_prefix(marker) {
             return rest.to_string();
         }
@@ -178,14 +217,20 @@ mod tests {
             excerpt,
             "Run pytest\ncollected 3 items\ntests/test_app.py::test_total FAILED\nE   assert 41 == 42\nerror: Process completed with exit code 1."
         );
-        assert!(log_excerpt(log, 20).ends_with("exit code 1.") && log_excerpt(log, 20).chars().count() <= 20);
+        assert!(
+            log_excerpt(log, 20).ends_with("exit code 1.")
+                && log_excerpt(log, 20).chars().count() <= 20
+        );
     }
 
     #[test]
     fn without_errors_the_tail_is_kept() {
         let log: String = (1..=40).map(|i| format!("line {i}\n")).collect();
         let excerpt = log_excerpt(&log, 10_000);
-        assert!(excerpt.starts_with("line 26") && excerpt.ends_with("line 40"), "{excerpt}");
+        assert!(
+            excerpt.starts_with("line 26") && excerpt.ends_with("line 40"),
+            "{excerpt}"
+        );
     }
 
     #[test]

@@ -121,12 +121,12 @@ pub(super) fn plugin_dirs(cli: &Cli, config: Option<&Config>) -> Vec<PathBuf> {
     if let Some(d) = config.and_then(|c| c.file.plugin.dir.as_ref().map(|d| c.resolve(d))) {
         dirs.push(d);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(bin_dir) = exe.parent() {
-            // target/debug/host -> target/plugins (what `cargo xtask build-plugins` writes).
-            dirs.push(bin_dir.join("../plugins"));
-            dirs.push(bin_dir.join("plugins"));
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(bin_dir) = exe.parent()
+    {
+        // target/debug/host -> target/plugins (what `cargo xtask build-plugins` writes).
+        dirs.push(bin_dir.join("../plugins"));
+        dirs.push(bin_dir.join("plugins"));
     }
     dirs
 }
@@ -314,9 +314,7 @@ async fn status(cli: &Cli, env: &str) -> Result<i32, Failure> {
         doc["pending_migrations"] = pending.as_ref().map(|p| p.len().into()).unwrap_or_default();
         doc["pending_migration_ids"] = pending.as_ref().map(|p| serde_json::json!(p)).unwrap_or_default();
         doc["pending_migrations_error"] = pending.as_ref().err().map(|e| e.as_str().into()).unwrap_or_default();
-        if let serde_json::Value::Object(extra) = super::watch::status_json(&store, env).await {
-            doc.as_object_mut().map(|d| d.extend(extra));
-        }
+        super::watch::add_status_json(&mut doc, &store, env).await;
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(exit::OK);
     }

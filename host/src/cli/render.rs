@@ -41,6 +41,9 @@ fn secs(d: Duration) -> String {
 impl Subscriber for Human {
     fn event(&self, event: &Event) {
         let line = match event {
+            Event::RunStarted { kind, environment, requested_revision: Some(rev), .. } if kind == "watch" => {
+                format!("watching CI on {} for {environment} (deploy-first)", short(rev))
+            }
             Event::RunStarted { kind, environment, plugin, plugin_version, requested_revision, dry_run, .. } => format!(
                 "{kind} {} to {environment} with {plugin} {plugin_version}{}",
                 requested_revision.as_deref().unwrap_or("(no revision given)"),
@@ -189,9 +192,9 @@ impl Subscriber for Human {
             Event::MonitorChecked { url, ok, detail, duration, .. } => {
                 format!("{} {url}: {detail} ({})", if *ok { "✓ up" } else { "✗ DOWN" }, secs(*duration))
             }
-            Event::MonitorDown { .. } => "  ! it was up: alerting".to_string(),
+            Event::MonitorDown { .. } => "  ! it went down: the configured webhooks are told".to_string(),
             Event::MonitorRecovered { down_for, .. } => {
-                format!("  it was down for {}: telling everyone it is back", humantime::format_duration(Duration::from_secs(down_for.as_secs())))
+                format!("  it is back after {} down: the configured webhooks are told", humantime::format_duration(Duration::from_secs(down_for.as_secs())))
             }
         };
         let mut out = std::io::stdout().lock();

@@ -46,7 +46,12 @@ pub(super) async fn deploy(cli: &Cli, args: DeployArgs<'_>) -> Result<i32, Failu
         Some(rev) => Some(rev),
         None => promoted_revision(cli, args.env).await?,
     };
-    let options = DeployOptions { revision, dry_run: args.dry_run, approve: args.approve, confirm: args.confirm };
+    let options = DeployOptions {
+        revision,
+        dry_run: args.dry_run,
+        approve: args.approve,
+        confirm: args.confirm,
+    };
     let (plugin, wait) = (args.plugin, args.wait);
     let result = with_setup(cli, plugin, args.env, async |setup: &Setup<'_>| {
         let result = setup.deploy(options).await;
@@ -74,17 +79,28 @@ pub(super) async fn deploy(cli: &Cli, args: DeployArgs<'_>) -> Result<i32, Failu
 async fn promoted_revision(cli: &Cli, env: &str) -> Result<Option<String>, Failure> {
     let config = load_config(cli)?;
     let env_config = config.environment(env).map_err(Failure::usage)?;
-    let Some(from) = env_config.promote_from else { return Ok(None) };
+    let Some(from) = env_config.promote_from else {
+        return Ok(None);
+    };
     let store = open_store(&config).await?;
-    let state = store.environment(&from).await.map_err(|e| Failure::other(format!("{e:#}")))?;
+    let state = store
+        .environment(&from)
+        .await
+        .map_err(|e| Failure::other(format!("{e:#}")))?;
     match state.last_validated_revision {
         Some(rev) => Ok(Some(rev)),
-        None => Err(Failure::usage(format!("no --rev given and nothing was ever validated on {from} to promote to {env}"))),
+        None => Err(Failure::usage(format!(
+            "no --rev given and nothing was ever validated on {from} to promote to {env}"
+        ))),
     }
 }
 
 /// `host watch ENV` in its own session, so it outlives this process and the terminal.
-fn spawn_watcher(cli: &Cli, plugin: Option<&str>, setup: &Setup<'_>) -> Result<(u32, String), String> {
+fn spawn_watcher(
+    cli: &Cli,
+    plugin: Option<&str>,
+    setup: &Setup<'_>,
+) -> Result<(u32, String), String> {
     let env = &setup.env.name;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the host binary: {e}"))?;
     let log_rel = format!(".host/watch-{env}.log");
@@ -92,11 +108,19 @@ fn spawn_watcher(cli: &Cli, plugin: Option<&str>, setup: &Setup<'_>) -> Result<(
     if let Some(dir) = log_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     let config = std::fs::canonicalize(&cli.config).unwrap_or_else(|_| cli.config.clone());
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("watch").arg("--env").arg(env).arg("--config").arg(config);
+    cmd.arg("watch")
+        .arg("--env")
+        .arg(env)
+        .arg("--config")
+        .arg(config);
     if let Some(p) = plugin {
         cmd.arg("--plugin").arg(p);
     }
@@ -106,7 +130,9 @@ fn spawn_watcher(cli: &Cli, plugin: Option<&str>, setup: &Setup<'_>) -> Result<(
     if cli.locked {
         cmd.arg("--locked");
     }
-    cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log_err);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
     // SAFETY: setsid is async-signal-safe and only affects the child: a new session, so the
     // watcher has no controlling terminal and survives the shell or CI step that started it.
     unsafe {
@@ -148,7 +174,11 @@ pub(super) async fn monitor(cli: &Cli, env: &str, every: Option<Duration>) -> Re
     let store = open_store(&config).await?;
     let bus = Bus::default();
     subscribe_output(cli, &bus);
-    let notifier = Notifier::with_context(notify_context(&config, &env_config), &config.file.notifications.webhooks).map(Arc::new);
+    let notifier = Notifier::with_context(
+        notify_context(&config, &env_config),
+        &config.file.notifications.webhooks,
+    )
+    .map(Arc::new);
     if let Some(n) = &notifier {
         bus.subscribe(n.clone());
     }
@@ -169,50 +199,90 @@ pub(super) async fn monitor(cli: &Cli, env: &str, every: Option<Duration>) -> Re
     }
 }
 
-/// The watch and monitor part of `host status --output json`.
-pub(super) async fn status_json(store: &Store, env: &str) -> serde_json::Value {
+/// Adds `validation` (the latest deploy-first watch, with whether its watcher still runs) and
+/// `monitor` (the last checks, newest first) to `host status --output json`.
+pub(super) async fn add_status_json(doc: &mut serde_json::Value, store: &Store, env: &str) {
     let watch = store.latest_watch(env).await.ok().flatten();
-    let monitor = store.monitor_checks(env, 10).await.unwrap_or_default();
-    serde_json::json!({
-        "validation": watch.map(|w| {
+    doc["validation"] = watch
+        .map(|w| {
             let alive = watcher_alive(&w);
             let mut v = serde_json::to_value(&w).unwrap_or_default();
             v["watcher_running"] = serde_json::json!(alive);
             v
-        }),
-        // The last checks, newest first.
-        "monitor": monitor,
-    })
+        })
+        .unwrap_or_default();
+    doc["monitor"] = serde_json::json!(store.monitor_checks(env, 10).await.unwrap_or_default());
 }
 
 /// The watch and monitor lines of `host status`.
 pub(super) async fn status_lines(store: &Store, env: &str) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(w) = store.latest_watch(env).await.ok().flatten() {
-        let ago = |at: i64| humantime::format_duration(Duration::from_secs(((now_ms() - at).max(0) / 1000) as u64)).to_string();
+        let ago = |at: i64| {
+            humantime::format_duration(Duration::from_secs(((now_ms() - at).max(0) / 1000) as u64))
+                .to_string()
+        };
         let back = w.rollback_to.as_deref().map(short).unwrap_or("none");
         lines.push(match w.status {
-            WatchStatus::Validating => format!("  validation:     {} validating (CI: {}; rollback point {back})", short(&w.revision), w.ci["source"].as_str().unwrap_or("?")),
-            other => format!("  validation:     {} {}: {}", short(&w.revision), other.as_str(), w.verdict.as_deref().unwrap_or("")),
+            WatchStatus::Validating => format!(
+                "  validation:     {} validating (CI: {}; rollback point {back})",
+                short(&w.revision),
+                w.ci["source"].as_str().unwrap_or("?")
+            ),
+            other => format!(
+                "  validation:     {} {}: {}",
+                short(&w.revision),
+                other.as_str(),
+                w.verdict.as_deref().unwrap_or("")
+            ),
         });
         if w.status == WatchStatus::Validating {
             let watcher = match (w.watcher_pid, watcher_alive(&w)) {
-                (Some(pid), Some(true)) => format!("running (pid {pid}{})", w.watcher_host.map(|h| format!(" on {h}")).unwrap_or_default()),
-                (Some(pid), Some(false)) => format!("NOT running (pid {pid} is gone): resume with `host watch --env {env}`"),
-                (Some(pid), None) => format!("pid {pid} on {} (heartbeat {} ago)", w.watcher_host.unwrap_or_default(), w.heartbeat_at.map(ago).unwrap_or_default()),
+                (Some(pid), Some(true)) => format!(
+                    "running (pid {pid}{})",
+                    w.watcher_host
+                        .map(|h| format!(" on {h}"))
+                        .unwrap_or_default()
+                ),
+                (Some(pid), Some(false)) => {
+                    format!("NOT running (pid {pid} is gone): resume with `host watch --env {env}`")
+                }
+                (Some(pid), None) => format!(
+                    "pid {pid} on {} (heartbeat {} ago)",
+                    w.watcher_host.unwrap_or_default(),
+                    w.heartbeat_at.map(ago).unwrap_or_default()
+                ),
                 (None, _) => format!("none: start it with `host watch --env {env}`"),
             };
             lines.push(format!("  watcher:        {watcher}"));
             let last = match (w.last_poll_at, &w.last_ci_state) {
-                (Some(at), Some(state)) => format!("{state} {} ({} ago, {} polls)", w.last_ci_detail.unwrap_or_default(), ago(at), w.polls),
+                (Some(at), Some(state)) => {
+                    let detail = w
+                        .last_ci_detail
+                        .filter(|d| !d.is_empty())
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default();
+                    format!("{state}{detail} ({} ago, {} polls)", ago(at), w.polls)
+                }
                 _ => "not asked yet".into(),
             };
             lines.push(format!("  last CI poll:   {last}"));
         }
     }
-    if let Some(c) = store.monitor_checks(env, 1).await.ok().and_then(|c| c.into_iter().next()) {
+    if let Some(c) = store
+        .monitor_checks(env, 1)
+        .await
+        .ok()
+        .and_then(|c| c.into_iter().next())
+    {
         let since = (now_ms() - c.at).max(0) / 1000;
-        lines.push(format!("  monitor:        {} {} ({}s ago: {})", if c.ok { "up" } else { "DOWN" }, c.url, since, c.detail));
+        lines.push(format!(
+            "  monitor:        {} {} ({}s ago: {})",
+            if c.ok { "up" } else { "DOWN" },
+            c.url,
+            since,
+            c.detail
+        ));
     }
     lines
 }

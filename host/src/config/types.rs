@@ -440,19 +440,19 @@ fn check_environment_strategy(file: &ConfigFile, name: &str, env: &Environment) 
     if env.confirm.as_deref().is_some_and(|w| w.trim().is_empty()) {
         return Err((format!("{key}.confirm"), "give the word to type, e.g. \"DEPLOY\"".into()));
     }
-    if let Some(from) = &env.promote_from {
-        if from == name || !file.environments.contains_key(from) {
-            return Err((format!("{key}.promote_from"), format!("`{from}` is not another environment of this file")));
-        }
+    if let Some(from) = &env.promote_from
+        && (from == name || !file.environments.contains_key(from))
+    {
+        return Err((format!("{key}.promote_from"), format!("`{from}` is not another environment of this file")));
     }
     if let Some(m) = &env.monitor {
         if !m.path.starts_with('/') {
             return Err((format!("{key}.monitor.path"), format!("`{}` must start with /", m.path)));
         }
-        if let Some(url) = &m.url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err((format!("{key}.monitor.url"), format!("`{url}` must start with http:// or https://")));
-            }
+        if let Some(url) = &m.url
+            && !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("${"))
+        {
+            return Err((format!("{key}.monitor.url"), format!("`{url}` must start with http:// or https://")));
         }
     }
     Ok(())
@@ -464,10 +464,10 @@ impl ConfigFile {
         if self.plugin.name.is_some() && self.plugin.path.is_some() {
             return Err(("plugin.path".into(), "give `name` or `path`, not both".into()));
         }
-        if let Some(name) = &self.plugin.name {
-            if name.is_empty() || name.contains('/') {
-                return Err(("plugin.name".into(), format!("`{name}` is not a plugin name")));
-            }
+        if let Some(name) = &self.plugin.name
+            && (name.is_empty() || name.contains('/'))
+        {
+            return Err(("plugin.name".into(), format!("`{name}` is not a plugin name")));
         }
         check_health(&self.health, "health")?;
         for (name, env) in &self.environments {
@@ -495,10 +495,10 @@ impl ConfigFile {
                 return Err((format!("trust.keys[{i}]"), "an ed25519 public key is 64 hex digits (see `host plugins keygen`)".into()));
             }
         }
-        if let Some(url) = &self.state.url {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres")) {
-                return Err(("state.url".into(), "must start with sqlite: or postgres://".into()));
-            }
+        if let Some(url) = &self.state.url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres"))
+        {
+            return Err(("state.url".into(), "must start with sqlite: or postgres://".into()));
         }
         Ok(())
     }
@@ -517,10 +517,10 @@ fn check_http_grants(grants: &[String], key: &str) -> Result<(), (String, String
 }
 
 fn check_health(h: &Health, key: &str) -> Result<(), (String, String)> {
-    if let Some(url) = &h.base_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err((format!("{key}.base_url"), format!("`{url}` must start with http:// or https://")));
-        }
+    if let Some(url) = &h.base_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err((format!("{key}.base_url"), format!("`{url}` must start with http:// or https://")));
     }
     for (i, p) in h.probes.iter().enumerate() {
         if !p.path.starts_with('/') {

@@ -665,21 +665,22 @@ impl<'a> Run<'a> {
                 self.follow(&ctx, step).await
             })
             .await;
-        if let Err(Failure(e)) = &done {
-            if request.method == RollbackMethod::Downgrade && request.backup.is_some() {
-                self.emit(Event::RollbackStarted {
-                    reason: format!("downgrade failed ({e}); restoring the backup"),
-                    to_revision: to.clone(),
-                    method: "restore".into(),
-                });
-                let restore = RollbackRequest { method: RollbackMethod::Restore, ..request.clone() };
-                done = self
-                    .phase(Phase::Rollback, timeout, inputs, async {
-                        let step = self.calls.rollback(&ctx, &restore).await.map_err(|e| e.to_string())?;
-                        self.follow(&ctx, step).await
-                    })
-                    .await;
-            }
+        if let Err(Failure(e)) = &done
+            && request.method == RollbackMethod::Downgrade
+            && request.backup.is_some()
+        {
+            self.emit(Event::RollbackStarted {
+                reason: format!("downgrade failed ({e}); restoring the backup"),
+                to_revision: to.clone(),
+                method: "restore".into(),
+            });
+            let restore = RollbackRequest { method: RollbackMethod::Restore, ..request.clone() };
+            done = self
+                .phase(Phase::Rollback, timeout, inputs, async {
+                    let step = self.calls.rollback(&ctx, &restore).await.map_err(|e| e.to_string())?;
+                    self.follow(&ctx, step).await
+                })
+                .await;
         }
         if let Err(Failure(e)) = done {
             let detail = format!(

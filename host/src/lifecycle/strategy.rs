@@ -13,7 +13,7 @@ use crate::ci::CiSource;
 use crate::config::{OnTimeout, Strategy};
 use crate::events::{EnvironmentRevision, Event, Outcome, Phase};
 use crate::runtime::{PreflightReport, Probe};
-use crate::state::{NewWatch, PhaseOutcome};
+use crate::state::{DeploymentStatus, NewWatch, PhaseOutcome, WatchStatus};
 use std::time::Instant;
 
 type Ending = Result<(Outcome, String), (Outcome, String)>;
@@ -27,7 +27,13 @@ impl Run<'_> {
             return None;
         }
         let Some(ci) = &env.ci else {
-            return Some(Err((Outcome::FailedUnchanged, format!("environment `{}` is deploy-first but has no [ci] table", env.name))));
+            return Some(Err((
+                Outcome::FailedUnchanged,
+                format!(
+                    "environment `{}` is deploy-first but has no [ci] table",
+                    env.name
+                ),
+            )));
         };
         let source = match CiSource::from_config(ci, &self.setup.config.root) {
             Ok(s) => s.describe(),
@@ -36,13 +42,26 @@ impl Run<'_> {
         let revision = report.target_revision.clone();
         if self.dry_run {
             self.emit(Event::Planned {
-                step: format!("watch CI ({source}) on {} for up to {}", short(&revision), humantime::format_duration(ci.timeout)),
+                step: format!(
+                    "watch CI ({source}) on {} for up to {}",
+                    short(&revision),
+                    humantime::format_duration(ci.timeout)
+                ),
                 purpose: "deploy-first: validate or roll back once CI answers".into(),
             });
             return None;
         }
-        let state = self.setup.store.environment(self.env()).await.ok();
+        let store = &self.setup.store;
+        let state = store.environment(self.env()).await.ok();
         let rollback_to = state.and_then(|s| s.last_validated_revision);
+        // A deploy landing while an older one awaits CI replaces it: that one can no longer
+        // be validated (it no longer runs), and its watcher stops at its next look.
+        let replaced = store
+            .latest_watch(self.env())
+            .await
+            .ok()
+            .flatten()
+            .filter(|w| w.status == WatchStatus::Validating);
         let watch = NewWatch {
             deployment_id: self.id.clone(),
             environment: self.env().into(),
@@ -59,9 +78,31 @@ impl Run<'_> {
         if let Err(e) = self.setup.store.begin_watch(&watch).await {
             // Without the record nobody could watch: undo now, while we hold the lock.
             let reason = format!("cannot record the watch in the state store: {e:#}");
-            return Some(Err(self.auto_rollback(&reason, report, super::Classification::of(report), None).await));
+            return Some(Err(self
+                .auto_rollback(&reason, report, super::Classification::of(report), None)
+                .await));
         }
-        self.emit(Event::AwaitingValidation { revision: revision.clone(), rollback_to: rollback_to.clone(), ci: source.clone(), timeout: ci.timeout });
+        if let Some(old) = replaced {
+            let why = format!(
+                "superseded by run {} ({}) before CI answered on {}",
+                &self.id[..8],
+                short(&revision),
+                short(&old.revision)
+            );
+            let _ = store
+                .finish_deployment(
+                    &old.deployment_id,
+                    DeploymentStatus::Unvalidated,
+                    Some(&why),
+                )
+                .await;
+        }
+        self.emit(Event::AwaitingValidation {
+            revision: revision.clone(),
+            rollback_to: rollback_to.clone(),
+            ci: source.clone(),
+            timeout: ci.timeout,
+        });
         let back = match &rollback_to {
             Some(to) => format!("rolled back to {}", short(to)),
             None => "left in place (there is no validated revision to go back to)".into(),
@@ -79,45 +120,96 @@ impl Run<'_> {
 
     /// `confirm = "WORD"`: show what runs where, then ask for the word. `Some(stop)` when the
     /// run must stop here, nothing changed.
-    pub(super) async fn confirmation_gate(&self, report: &PreflightReport, options: &DeployOptions) -> Option<(Outcome, String)> {
+    pub(super) async fn confirmation_gate(
+        &self,
+        report: &PreflightReport,
+        options: &DeployOptions,
+    ) -> Option<(Outcome, String)> {
         let env = &self.setup.env;
         let word = env.confirm.as_deref()?;
         self.show_revisions(report).await;
-        let reason = format!("environment `{}` requires typing `{word}` to deploy {}", env.name, short(&report.target_revision));
+        let reason = format!(
+            "environment `{}` requires typing `{word}` to deploy {}",
+            env.name,
+            short(&report.target_revision)
+        );
         if self.dry_run {
-            self.emit(Event::ApprovalRequired { reason: format!("(dry-run) a real deploy would stop here: {reason}") });
+            self.emit(Event::ApprovalRequired {
+                reason: format!("(dry-run) a real deploy would stop here: {reason}"),
+            });
             return None;
         }
-        let seq = self.setup.store.phase_started(&self.id, Phase::Approval.as_str(), &serde_json::json!({ "reason": reason })).await.ok();
-        self.emit(Event::PhaseStarted { phase: Phase::Approval });
+        let seq = self
+            .setup
+            .store
+            .phase_started(
+                &self.id,
+                Phase::Approval.as_str(),
+                &serde_json::json!({ "reason": reason }),
+            )
+            .await
+            .ok();
+        self.emit(Event::PhaseStarted {
+            phase: Phase::Approval,
+        });
         let started = Instant::now();
-        self.emit(Event::ApprovalRequired { reason: reason.clone() });
+        self.emit(Event::ApprovalRequired {
+            reason: reason.clone(),
+        });
         let decision = match options.confirm.as_deref() {
             Some(given) if given == word => Ok(format!("--confirm {word}")),
-            Some(given) => Err((Outcome::ApprovalRequired, format!("`--confirm {given}` is not `{word}`; nothing was changed"))),
+            Some(given) => Err((
+                Outcome::ApprovalRequired,
+                format!("`--confirm {given}` is not `{word}`; nothing was changed"),
+            )),
             None => {
-                let question = format!("Type {word} to deploy {} to {}", short(&report.target_revision), env.name);
+                let question = format!(
+                    "Type {word} to deploy {} to {}",
+                    short(&report.target_revision),
+                    env.name
+                );
                 match self.setup.approver.confirm(&question, word) {
                     Some(true) => Ok(format!("typed {word}")),
-                    Some(false) => Err((Outcome::ApprovalRequired, format!("not confirmed: {word} was not typed; nothing was changed"))),
+                    Some(false) => Err((
+                        Outcome::ApprovalRequired,
+                        format!("not confirmed: {word} was not typed; nothing was changed"),
+                    )),
                     None => Err((
                         Outcome::ApprovalRequired,
-                        format!("approval required: {reason}; nothing was changed (run it from a terminal, or pass --confirm {word})"),
+                        format!(
+                            "approval required: {reason}; nothing was changed (run it from a terminal, or pass --confirm {word})"
+                        ),
                     )),
                 }
             }
         };
         if let Ok(how) = &decision {
-            self.emit(Event::Approved { by: self.setup.actor.clone(), reason: how.clone() });
+            self.emit(Event::Approved {
+                by: self.setup.actor.clone(),
+                reason: how.clone(),
+            });
         }
         let (ok, detail) = match &decision {
             Ok(how) => (true, format!("confirmed by {}: {how}", self.setup.actor)),
             Err((_, why)) => (false, why.clone()),
         };
-        self.emit(Event::PhaseFinished { phase: Phase::Approval, ok, duration: started.elapsed(), detail: detail.clone() });
+        self.emit(Event::PhaseFinished {
+            phase: Phase::Approval,
+            ok,
+            duration: started.elapsed(),
+            detail: detail.clone(),
+        });
         if let Some(seq) = seq {
-            let outcome = if ok { PhaseOutcome::Ok } else { PhaseOutcome::Failed };
-            let _ = self.setup.store.phase_finished(&self.id, seq, outcome, Some(&detail)).await;
+            let outcome = if ok {
+                PhaseOutcome::Ok
+            } else {
+                PhaseOutcome::Failed
+            };
+            let _ = self
+                .setup
+                .store
+                .phase_finished(&self.id, seq, outcome, Some(&detail))
+                .await;
         }
         decision.err()
     }
@@ -148,7 +240,11 @@ impl Run<'_> {
             },
             _ => None,
         };
-        self.emit(Event::EnvironmentRevisions { target_revision: report.target_revision.clone(), environments: rows, note });
+        self.emit(Event::EnvironmentRevisions {
+            target_revision: report.target_revision.clone(),
+            environments: rows,
+            note,
+        });
     }
 
     /// `health.attempts` overrides every probe's attempts (configured or the plugin's).
@@ -159,5 +255,76 @@ impl Run<'_> {
             }
         }
         probes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{self, CiSourceKind, OnTimeout, Strategy};
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn parse(text: &str) -> Result<config::Config, config::ConfigError> {
+        config::parse(Path::new("deploy.toml"), text)
+    }
+
+    #[test]
+    fn deploy_first_reads_its_ci_table_with_the_documented_defaults() {
+        let c = parse(
+            "[environments.preprod]\nstrategy = \"deploy-first\"\n[environments.preprod.ci]\nsource = \"github\"\nrepo = \"o/app\"\n\
+             [environments.production]\nconfirm = \"DEPLOY\"\npromote_from = \"preprod\"\n[environments.production.health]\nattempts = 5\n",
+        )
+        .unwrap();
+        let pre = c.environment("preprod").unwrap();
+        assert_eq!(pre.strategy, Strategy::DeployFirst);
+        let ci = pre.ci.unwrap();
+        assert_eq!(ci.source, CiSourceKind::Github);
+        assert_eq!(
+            (ci.api.as_str(), ci.token_env.as_str()),
+            ("https://api.github.com", "GITHUB_TOKEN")
+        );
+        assert_eq!(
+            (ci.start_timeout, ci.interval, ci.timeout),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+                Duration::from_secs(300)
+            )
+        );
+        assert_eq!(ci.on_timeout, OnTimeout::Rollback);
+        let prod = c.environment("production").unwrap();
+        assert_eq!(
+            (prod.strategy, prod.confirm.as_deref(), prod.health.attempts),
+            (Strategy::DeployThenVerify, Some("DEPLOY"), Some(5))
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_line() {
+        let e = parse("[environments.preprod]\nstrategy = \"deploy-first\"\n").unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("environments.preprod.strategy", 2),
+            "{e}"
+        );
+        let e =
+            parse("[environments.preprod.ci]\nsource = \"github\"\nrepo = \"app\"\n").unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            ("environments.preprod.ci.repo", 3),
+            "{e}"
+        );
+        let e = parse("[environments.preprod.ci]\nsource = \"command\"\n").unwrap_err();
+        assert_eq!(e.key, "environments.preprod.ci.command", "{e}");
+        let e = parse("[environments.preprod.ci]\nsource = \"command\"\ncommand = [\"x\"]\ninterval = \"1m\"\ntimeout = \"10s\"\n").unwrap_err();
+        assert_eq!(e.key, "environments.preprod.ci.timeout", "{e}");
+        let e = parse("[environments.production]\npromote_from = \"preprd\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`preprd` is not another environment"),
+            "{e}"
+        );
+        let e = parse("[environments.p.ci]\nsource = \"jenkins\"\n").unwrap_err();
+        assert!(e.to_string().contains("jenkins"), "{e}");
     }
 }

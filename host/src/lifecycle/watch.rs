@@ -19,7 +19,9 @@ use crate::ci::{CiSource, CiState, CiStatus};
 use crate::config::{CiConfig, OnTimeout};
 use crate::events::{Event, Outcome, Phase};
 use crate::runtime::{BackupInfo, RollbackRequest};
-use crate::state::{DeploymentKind, LockOutcome, PhaseOutcome, WatchRecord, WatchStatus, Watcher, now_ms};
+use crate::state::{
+    DeploymentKind, LockOutcome, PhaseOutcome, WatchRecord, WatchStatus, Watcher, now_ms,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,7 @@ enum Verdict {
     Passed(CiStatus),
     Failed(CiStatus),
     /// No verdict in time: why, and the last thing CI said.
-    NoVerdict(String, Option<CiStatus>),
+    Absent(String, Option<CiStatus>),
     /// A newer deployment (or a manual rollback) replaced the revision.
     Superseded(String),
 }
@@ -53,7 +55,12 @@ impl<'a> Setup<'a> {
         };
         let mut run = Run::new(self, DeploymentKind::Deploy, false);
         run.id = record.deployment_id.clone();
-        run.holder = format!("{} (pid {}, watch of run {})", self.actor, std::process::id(), &run.id[..8.min(run.id.len())]);
+        run.holder = format!(
+            "{} (pid {}, watch of run {})",
+            self.actor,
+            std::process::id(),
+            &run.id[..8.min(run.id.len())]
+        );
         let ending = run.watch(&record).await;
         Some(run.end_watch(ending).await)
     }
@@ -63,7 +70,13 @@ impl Run<'_> {
     async fn watch(&mut self, record: &WatchRecord) -> Ending {
         let env = self.setup.env.clone();
         let Some(ci) = env.ci.clone() else {
-            return Ending::Stopped(Outcome::FailedUnchanged, format!("environment `{}` has no [ci] table any more: nothing to watch with", env.name));
+            return Ending::Stopped(
+                Outcome::FailedUnchanged,
+                format!(
+                    "environment `{}` has no [ci] table any more: nothing to watch with",
+                    env.name
+                ),
+            );
         };
         let source = match CiSource::from_config(&ci, &self.setup.config.root) {
             Ok(s) => s,
@@ -76,10 +89,17 @@ impl Run<'_> {
         if let Err(stop) = self.claim(record).await {
             return stop;
         }
-        let recorder = Arc::new(super::recorder::StoreRecorder::start(self.setup.store.clone(), self.id.clone()));
+        let recorder = Arc::new(super::recorder::StoreRecorder::start(
+            self.setup.store.clone(),
+            self.id.clone(),
+        ));
         self.setup.events.subscribe(recorder.clone());
         self.recorder = Some(recorder);
-        let plugin = self.description.as_ref().map(|d| (d.name.clone(), d.version.clone())).unwrap_or_default();
+        let plugin = self
+            .description
+            .as_ref()
+            .map(|d| (d.name.clone(), d.version.clone()))
+            .unwrap_or_default();
         self.emit(Event::RunStarted {
             deployment_id: self.id.clone(),
             kind: "watch".into(),
@@ -98,7 +118,8 @@ impl Run<'_> {
             "ci": source.describe(),
             "resumed": resumed,
         });
-        let budget = remaining(record.started_at, ci.timeout) + ci.interval + Duration::from_secs(60);
+        let budget =
+            remaining(record.started_at, ci.timeout) + ci.interval + Duration::from_secs(60);
         let verdict = std::sync::Mutex::new(None);
         let watched = self
             .phase(Phase::Watch, budget, inputs, async {
@@ -106,7 +127,7 @@ impl Run<'_> {
                 let failed = match &v {
                     Verdict::Passed(_) | Verdict::Superseded(_) => None,
                     Verdict::Failed(s) => Some(format!("CI failed: {}", s.detail)),
-                    Verdict::NoVerdict(why, _) => Some(why.clone()),
+                    Verdict::Absent(why, _) => Some(why.clone()),
                 };
                 *verdict.lock().unwrap() = Some(v);
                 match failed {
@@ -119,10 +140,14 @@ impl Run<'_> {
         let verdict = match verdict.into_inner().unwrap() {
             Some(v) => v,
             // The phase's own deadline passed (CI or the store hung): no verdict.
-            None => Verdict::NoVerdict(watched.err().map(|f| f.0).unwrap_or_default(), None),
+            None => Verdict::Absent(watched.err().map(|f| f.0).unwrap_or_default(), None),
         };
         if let Verdict::Superseded(why) = &verdict {
-            let _ = self.setup.store.finish_watch(&self.id, WatchStatus::Superseded, why).await;
+            let _ = self
+                .setup
+                .store
+                .finish_watch(&self.id, WatchStatus::Superseded, why)
+                .await;
             return Ending::Final(Ok((Outcome::Unvalidated, why.clone())));
         }
         self.act_on(record, &ci, &source, verdict).await
@@ -131,52 +156,95 @@ impl Run<'_> {
     /// Take the watch: free, its lease ran out, or its watcher's process is gone.
     async fn claim(&self, record: &WatchRecord) -> Result<(), Ending> {
         let host = hostname();
-        let me = Watcher { holder: &self.holder, pid: std::process::id(), host: &host };
+        let me = Watcher {
+            holder: &self.holder,
+            pid: std::process::id(),
+            host: &host,
+        };
         let store = &self.setup.store;
         let lease = self.setup.env.timeouts.lock_lease;
-        let claimed = store.claim_watch(&self.id, &me, lease, None).await.map_err(|e| Ending::Stopped(Outcome::FailedUnchanged, format!("state store: {e:#}")))?;
+        let claimed = store
+            .claim_watch(&self.id, &me, lease, None)
+            .await
+            .map_err(|e| {
+                Ending::Stopped(Outcome::FailedUnchanged, format!("state store: {e:#}"))
+            })?;
         if claimed {
             return Ok(());
         }
         let current = store.watch(&self.id).await.ok().flatten();
         if let Some(w) = &current {
-            let dead = w.watcher_host.as_deref() == Some(host.as_str()) && w.watcher_pid.is_some_and(|p| !process_alive(p));
-            if dead {
-                if let Some(old) = &w.watcher {
-                    if store.claim_watch(&self.id, &me, lease, Some(old)).await.unwrap_or(false) {
-                        return Ok(());
-                    }
-                }
+            let dead = w.watcher_host.as_deref() == Some(host.as_str())
+                && w.watcher_pid.is_some_and(|p| !process_alive(p));
+            if dead
+                && let Some(old) = &w.watcher
+                && store
+                    .claim_watch(&self.id, &me, lease, Some(old))
+                    .await
+                    .unwrap_or(false)
+            {
+                return Ok(());
             }
         }
         let who = current
-            .and_then(|w| w.watcher.map(|h| format!("{h}{}", w.watcher_host.map(|x| format!(" on {x}")).unwrap_or_default())))
+            .and_then(|w| {
+                w.watcher.map(|h| {
+                    format!(
+                        "{h}{}",
+                        w.watcher_host
+                            .map(|x| format!(" on {x}"))
+                            .unwrap_or_default()
+                    )
+                })
+            })
             .unwrap_or_else(|| "another watcher".into());
         Err(Ending::Stopped(
             Outcome::Locked,
-            format!("{} on {} is already watched by {who}; `host status --env {}` shows its progress", short(&record.revision), self.env(), self.env()),
+            format!(
+                "{} on {} is already watched by {who}; `host status --env {}` shows its progress",
+                short(&record.revision),
+                self.env(),
+                self.env()
+            ),
         ))
     }
 
     /// Phases a killed watcher left `running` are closed as failed, saying who took over.
     /// Returns whether this is a resumption.
     async fn close_interrupted_watches(&self, record: &WatchRecord) -> bool {
-        let Ok(Some(deployment)) = self.setup.store.deployment(&self.id).await else { return false };
+        let Ok(Some(deployment)) = self.setup.store.deployment(&self.id).await else {
+            return false;
+        };
         let mut resumed = record.polls > 0;
-        for p in deployment.phases.iter().filter(|p| p.phase == Phase::Watch.as_str() && p.outcome == PhaseOutcome::Running) {
+        for p in deployment
+            .phases
+            .iter()
+            .filter(|p| p.phase == Phase::Watch.as_str() && p.outcome == PhaseOutcome::Running)
+        {
             resumed = true;
             let detail = format!(
                 "the watcher stopped before a verdict{}; resumed by pid {}",
-                record.watcher_pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                record
+                    .watcher_pid
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default(),
                 std::process::id()
             );
-            let _ = self.setup.store.phase_finished(&self.id, p.seq, PhaseOutcome::Failed, Some(&detail)).await;
+            let _ = self
+                .setup
+                .store
+                .phase_finished(&self.id, p.seq, PhaseOutcome::Failed, Some(&detail))
+                .await;
         }
         resumed
     }
 
     fn renew_claim_while_alive(&self) -> tokio::task::JoinHandle<()> {
-        let (store, id, holder) = (self.setup.store.clone(), self.id.clone(), self.holder.clone());
+        let (store, id, holder) = (
+            self.setup.store.clone(),
+            self.id.clone(),
+            self.holder.clone(),
+        );
         let every = self.setup.env.timeouts.lock_lease / 3;
         tokio::spawn(async move {
             loop {
@@ -203,7 +271,12 @@ impl Run<'_> {
             };
             let is_seen = matches!(&answer, Ok(s) if s.state != CiState::Pending);
             seen |= is_seen;
-            match self.setup.store.record_poll(&self.id, &self.holder, &state, &detail, is_seen).await {
+            match self
+                .setup
+                .store
+                .record_poll(&self.id, &self.holder, &state, &detail, is_seen)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) | Err(_) => {
                     if let Some(why) = self.superseded(record).await {
@@ -226,8 +299,12 @@ impl Run<'_> {
                         return Verdict::Failed(status);
                     }
                     CiState::Pending if !seen && now_ms() >= start_deadline => {
-                        return Verdict::NoVerdict(
-                            format!("CI never started for {} within {}", short(sha), humantime::format_duration(ci.start_timeout)),
+                        return Verdict::Absent(
+                            format!(
+                                "CI never started for {} within {}",
+                                short(sha),
+                                humantime::format_duration(ci.start_timeout)
+                            ),
                             Some(status),
                         );
                     }
@@ -235,24 +312,41 @@ impl Run<'_> {
                 }
             }
             if now_ms() >= deadline {
-                let state = last.as_ref().map(|s| format!(": CI still says `{} {}`", s.state.as_str(), s.detail)).unwrap_or_default();
-                return Verdict::NoVerdict(format!("no CI verdict on {} within {}{state}", short(sha), humantime::format_duration(ci.timeout)), last);
+                let state = last
+                    .as_ref()
+                    .map(|s| format!(": CI still says `{} {}`", s.state.as_str(), s.detail))
+                    .unwrap_or_default();
+                return Verdict::Absent(
+                    format!(
+                        "no CI verdict on {} within {}{state}",
+                        short(sha),
+                        humantime::format_duration(ci.timeout)
+                    ),
+                    last,
+                );
             }
             if let Some(why) = self.superseded(record).await {
                 return Verdict::Superseded(why);
             }
             let until_deadline = Duration::from_millis((deadline - now_ms()).max(0) as u64);
-            tokio::time::sleep(ci.interval.min(until_deadline.max(Duration::from_millis(100)))).await;
+            tokio::time::sleep(
+                ci.interval
+                    .min(until_deadline.max(Duration::from_millis(100))),
+            )
+            .await;
         }
     }
 
     /// `Some(why)` when the watched revision is no longer what the environment runs.
     async fn superseded(&self, record: &WatchRecord) -> Option<String> {
         let store = &self.setup.store;
-        if let Ok(Some(w)) = store.watch(&self.id).await {
-            if w.status == WatchStatus::Superseded {
-                return Some(w.verdict.unwrap_or_else(|| "superseded by a newer deployment".into()));
-            }
+        if let Ok(Some(w)) = store.watch(&self.id).await
+            && w.status == WatchStatus::Superseded
+        {
+            return Some(
+                w.verdict
+                    .unwrap_or_else(|| "superseded by a newer deployment".into()),
+            );
         }
         let state = store.environment(self.env()).await.ok()?;
         match state.current_revision {
@@ -267,19 +361,25 @@ impl Run<'_> {
     }
 
     /// The verdict, under the environment lock.
-    async fn act_on(&mut self, record: &WatchRecord, ci: &CiConfig, source: &CiSource, verdict: Verdict) -> Ending {
+    async fn act_on(
+        &mut self,
+        record: &WatchRecord,
+        ci: &CiConfig,
+        source: &CiSource,
+        verdict: Verdict,
+    ) -> Ending {
         let sha = record.revision.clone();
         let (ci_verdict, status) = match &verdict {
             Verdict::Passed(s) => ("success", Some(s)),
             Verdict::Failed(s) => ("failure", Some(s)),
-            Verdict::NoVerdict(_, s) => ("no-verdict", s.as_ref()),
+            Verdict::Absent(_, s) => ("no-verdict", s.as_ref()),
             Verdict::Superseded(_) => unreachable!("handled before"),
         };
         self.emit(Event::CiVerdict {
             revision: sha.clone(),
             verdict: ci_verdict.into(),
             detail: match &verdict {
-                Verdict::NoVerdict(why, _) => why.clone(),
+                Verdict::Absent(why, _) => why.clone(),
                 _ => status.map(|s| s.detail.clone()).unwrap_or_default(),
             },
             failing_jobs: status.map(|s| s.failing_jobs.clone()).unwrap_or_default(),
@@ -290,45 +390,81 @@ impl Run<'_> {
             return stop;
         }
         if let Some(why) = self.superseded(record).await {
-            let _ = self.setup.store.finish_watch(&self.id, WatchStatus::Superseded, &why).await;
+            let _ = self
+                .setup
+                .store
+                .finish_watch(&self.id, WatchStatus::Superseded, &why)
+                .await;
             return Ending::Final(Ok((Outcome::Unvalidated, why)));
         }
         let store = self.setup.store.clone();
         let reason = match verdict {
             Verdict::Passed(s) => {
                 if let Err(e) = store.set_validated_revision(self.env(), &sha).await {
-                    return Ending::Stopped(Outcome::FailedUnchanged, format!("CI passed but the state store refused the verdict: {e:#}"));
+                    return Ending::Stopped(
+                        Outcome::FailedUnchanged,
+                        format!("CI passed but the state store refused the verdict: {e:#}"),
+                    );
                 }
-                self.emit(Event::Validated { revision: sha.clone() });
-                let detail = format!("{} validated on {}: CI passed ({}, {})", short(&sha), self.env(), source.describe(), s.detail);
-                let _ = store.finish_watch(&self.id, WatchStatus::Validated, &detail).await;
+                self.emit(Event::Validated {
+                    revision: sha.clone(),
+                });
+                let detail = format!(
+                    "{} validated on {}: CI passed ({}, {})",
+                    short(&sha),
+                    self.env(),
+                    source.describe(),
+                    s.detail
+                );
+                let _ = store
+                    .finish_watch(&self.id, WatchStatus::Validated, &detail)
+                    .await;
                 return Ending::Final(Ok((Outcome::Succeeded, detail)));
             }
-            Verdict::NoVerdict(why, _) if ci.on_timeout == OnTimeout::Keep => {
+            Verdict::Absent(why, _) if ci.on_timeout == OnTimeout::Keep => {
                 let keep = format!(
                     "{why}; {} stays deployed, not validated (on_timeout = \"keep\"); the rollback point is still {}",
                     short(&sha),
                     record.rollback_to.as_deref().map(short).unwrap_or("none")
                 );
-                let _ = store.finish_watch(&self.id, WatchStatus::Unvalidated, &keep).await;
+                let _ = store
+                    .finish_watch(&self.id, WatchStatus::Unvalidated, &keep)
+                    .await;
                 return Ending::Final(Ok((Outcome::Unvalidated, keep)));
             }
-            Verdict::NoVerdict(why, _) => why,
+            Verdict::Absent(why, _) => why,
             Verdict::Failed(s) => {
-                let jobs = if s.failing_jobs.is_empty() { s.detail.clone() } else { format!("failing: {}", s.failing_jobs.join(", ")) };
+                let jobs = if s.failing_jobs.is_empty() {
+                    s.detail.clone()
+                } else {
+                    format!("failing: {}", s.failing_jobs.join(", "))
+                };
                 format!("CI failed on {} ({jobs})", short(&sha))
             }
             Verdict::Superseded(_) => unreachable!("handled before"),
         };
         let Some(to) = record.rollback_to.clone() else {
-            let detail = format!("{reason}; there is no validated revision on {} to roll back to, so {} stays deployed", self.env(), short(&sha));
-            self.emit(Event::RollbackFinished { ok: false, detail: detail.clone() });
-            let _ = store.finish_watch(&self.id, WatchStatus::RollbackFailed, &detail).await;
+            let detail = format!(
+                "{reason}; there is no validated revision on {} to roll back to, so {} stays deployed",
+                self.env(),
+                short(&sha)
+            );
+            self.emit(Event::RollbackFinished {
+                ok: false,
+                detail: detail.clone(),
+            });
+            let _ = store
+                .finish_watch(&self.id, WatchStatus::RollbackFailed, &detail)
+                .await;
             return Ending::Final(Err((Outcome::RollbackFailed, detail)));
         };
         let request = self.rollback_request(&to).await;
         let (outcome, detail) = self.roll_back(&reason, request).await;
-        let status = if outcome == Outcome::RolledBack { WatchStatus::RolledBack } else { WatchStatus::RollbackFailed };
+        let status = if outcome == Outcome::RolledBack {
+            WatchStatus::RolledBack
+        } else {
+            WatchStatus::RollbackFailed
+        };
         let _ = store.finish_watch(&self.id, status, &detail).await;
         Ending::Final(Err((outcome, detail)))
     }
@@ -343,14 +479,23 @@ impl Run<'_> {
             .and_then(|d| d.classification.as_deref())
             .and_then(Classification::parse)
             .unwrap_or(Classification::CodeOnly);
-        let backup = deployment.and_then(|d| d.backup).map(|b| BackupInfo { path: b.path, format: b.format, verified: b.verified });
+        let backup = deployment.and_then(|d| d.backup).map(|b| BackupInfo {
+            path: b.path,
+            format: b.format,
+            verified: b.verified,
+        });
         let downgrade_target = store
             .events(&self.id)
             .await
             .ok()
             .and_then(|events| events.into_iter().find(|e| e.kind == "plan"))
             .and_then(|e| e.payload["current_schema"].as_str().map(String::from));
-        RollbackRequest { to_revision: to.to_string(), method: class.rollback_method(), downgrade_target, backup }
+        RollbackRequest {
+            to_revision: to.to_string(),
+            method: class.rollback_method(),
+            downgrade_target,
+            backup,
+        }
     }
 
     /// Wait for the environment lock (a deploy may be running); renewed until the run ends.
@@ -360,22 +505,45 @@ impl Run<'_> {
         let give_up = Instant::now() + self.setup.env.timeouts.deploy + LOCK_WAIT_EXTRA;
         let reason = format!("watch: CI verdict on {}", short(sha));
         loop {
-            match store.acquire_lock(self.env(), &self.holder, &reason, lease).await {
+            match store
+                .acquire_lock(self.env(), &self.holder, &reason, lease)
+                .await
+            {
                 Ok(LockOutcome::Acquired) => break,
-                Ok(LockOutcome::Held(info)) if !info.is_held_until_released() && Instant::now() < give_up => {
-                    self.emit(Event::Waiting { what: format!("the lock of {}", self.env()), status: format!("held by {} ({})", info.holder, info.reason) });
+                Ok(LockOutcome::Held(info))
+                    if !info.is_held_until_released() && Instant::now() < give_up =>
+                {
+                    self.emit(Event::Waiting {
+                        what: format!("the lock of {}", self.env()),
+                        status: format!("held by {} ({})", info.holder, info.reason),
+                    });
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Ok(LockOutcome::Held(info)) => {
                     return Err(Ending::Stopped(
                         Outcome::Locked,
-                        format!("CI has a verdict on {} but {} is locked by {} ({}); run `host watch --env {}` once it is free", short(sha), self.env(), info.holder, info.reason, self.env()),
+                        format!(
+                            "CI has a verdict on {} but {} is locked by {} ({}); run `host watch --env {}` once it is free",
+                            short(sha),
+                            self.env(),
+                            info.holder,
+                            info.reason,
+                            self.env()
+                        ),
                     ));
                 }
-                Err(e) => return Err(Ending::Stopped(Outcome::FailedUnchanged, format!("state store: {e:#}"))),
+                Err(e) => {
+                    return Err(Ending::Stopped(
+                        Outcome::FailedUnchanged,
+                        format!("state store: {e:#}"),
+                    ));
+                }
             }
         }
-        self.emit(Event::LockAcquired { environment: self.env().into(), holder: self.holder.clone() });
+        self.emit(Event::LockAcquired {
+            environment: self.env().into(),
+            holder: self.holder.clone(),
+        });
         let (env, holder) = (self.env().to_string(), self.holder.clone());
         self.renewal = Some(tokio::spawn(async move {
             loop {
@@ -393,16 +561,28 @@ impl Run<'_> {
             Ending::Final(result) => self.finish(result).await,
             Ending::Stopped(outcome, detail) => {
                 // No verdict recorded: the deployment stays `validating` for the next watcher.
-                self.emit(Event::RunFinished { outcome, detail: detail.clone(), exit_code: outcome.exit_code() });
+                self.emit(Event::RunFinished {
+                    outcome,
+                    detail: detail.clone(),
+                    exit_code: outcome.exit_code(),
+                });
                 if let Some(renewal) = self.renewal.take() {
                     renewal.abort();
-                    let _ = self.setup.store.release_lock(self.env(), &self.holder).await;
+                    let _ = self
+                        .setup
+                        .store
+                        .release_lock(self.env(), &self.holder)
+                        .await;
                 }
                 if let Some(recorder) = &self.recorder {
                     recorder.flush().await;
                     let _ = self.setup.store.release_watch(&self.id, &self.holder).await;
                 }
-                super::RunResult { deployment_id: self.id.clone(), outcome, detail }
+                super::RunResult {
+                    deployment_id: self.id.clone(),
+                    outcome,
+                    detail,
+                }
             }
         }
     }
@@ -428,17 +608,24 @@ pub fn hostname() -> String {
 /// Whether `pid` runs on this machine. A zombie (killed, not yet reaped by an init that may
 /// never reap it in a container) counts as gone.
 pub fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else { return false };
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     if pid <= 0 {
         return false;
     }
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let exists = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     if !exists {
         return false;
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                != Some("Z")
+        }
         Err(_) => true,
     }
 }

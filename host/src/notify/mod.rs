@@ -9,7 +9,7 @@
 //! printed, not even in errors.
 
 use crate::config::{Webhook, WebhookFormat};
-use crate::events::{Event, Outcome};
+use crate::events::{Event, Outcome, Phase};
 use crate::lifecycle::short;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -43,7 +43,12 @@ pub struct Message {
 
 impl Message {
     fn new(emoji: &'static str, title: String) -> Message {
-        Message { emoji, title, lines: Vec::new(), excerpt: None }
+        Message {
+            emoji,
+            title,
+            lines: Vec::new(),
+            excerpt: None,
+        }
     }
 
     fn line(mut self, line: impl Into<String>) -> Message {
@@ -67,7 +72,11 @@ impl Message {
         if let Some(excerpt) = &self.excerpt {
             let room = max.saturating_sub(text.chars().count() + 10);
             let count = excerpt.chars().count();
-            let cut: String = if count > room { excerpt.chars().skip(count - room).collect() } else { excerpt.clone() };
+            let cut: String = if count > room {
+                excerpt.chars().skip(count - room).collect()
+            } else {
+                excerpt.clone()
+            };
             if !cut.trim().is_empty() {
                 text.push_str(&format!("\n```\n{}\n```", cut.replace("```", "'''")));
             }
@@ -80,7 +89,9 @@ impl Message {
 pub fn body(format: WebhookFormat, message: &Message, event: &Event) -> serde_json::Value {
     match format {
         WebhookFormat::Slack => serde_json::json!({ "text": message.render("*", 4000) }),
-        WebhookFormat::Discord => serde_json::json!({ "content": message.render("**", DISCORD_MAX) }),
+        WebhookFormat::Discord => {
+            serde_json::json!({ "content": message.render("**", DISCORD_MAX) })
+        }
         WebhookFormat::Json => serde_json::json!({ "text": message.text(), "event": event }),
     }
 }
@@ -96,6 +107,9 @@ pub struct Composer {
     previous: Option<String>,
     rollback_to: Option<String>,
     ci: Option<CiSeen>,
+    /// "Deploy started", held from the plan until something starts changing: a deploy stopped
+    /// at an approval gate never started.
+    started: Option<Message>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,7 +123,10 @@ struct CiSeen {
 
 impl Composer {
     pub fn new(ctx: Context) -> Composer {
-        Composer { ctx, ..Composer::default() }
+        Composer {
+            ctx,
+            ..Composer::default()
+        }
     }
 
     fn env(&self) -> String {
@@ -149,8 +166,10 @@ impl Composer {
                 if self.ctx.deploy_first {
                     m = m.line("⏳ CI will be checked after the deploy");
                 }
-                Some(m)
+                self.started = Some(m);
+                None
             }
+            Event::PhaseStarted { phase: Phase::Backup | Phase::Deploy } => self.started.take(),
             Event::AwaitingValidation { revision, rollback_to, ci, timeout } => {
                 self.rollback_to = rollback_to.clone();
                 let back = match rollback_to {
@@ -229,11 +248,19 @@ impl Composer {
         let m = match outcome {
             Outcome::RolledBack if self.kind == "watch" => {
                 let no_verdict = self.ci.as_ref().is_some_and(|c| c.verdict == "no-verdict");
-                let title = if no_verdict { format!("{env} - No CI verdict in time, rolled back") } else { format!("{env} - CI failed, rolled back") };
-                let mut m = Message::new(if no_verdict { "⏱️" } else { "❌" }, title).line(format!(
-                    "SHA: {rev} → back to {}",
-                    self.rollback_to.as_deref().map(short).unwrap_or("the last validated revision")
-                ));
+                let title = if no_verdict {
+                    format!("{env} - No CI verdict in time, rolled back")
+                } else {
+                    format!("{env} - CI failed, rolled back")
+                };
+                let mut m =
+                    Message::new(if no_verdict { "⏱️" } else { "❌" }, title).line(format!(
+                        "SHA: {rev} → back to {}",
+                        self.rollback_to
+                            .as_deref()
+                            .map(short)
+                            .unwrap_or("the last validated revision")
+                    ));
                 if let Some(ci) = &self.ci {
                     if !ci.failing_jobs.is_empty() {
                         m = m.line(format!("Failing jobs: {}", ci.failing_jobs.join(", ")));
@@ -247,22 +274,36 @@ impl Composer {
                 }
                 m.line(format!("What to do: fix what CI reports and push; {name} runs the last validated revision meanwhile"))
             }
-            Outcome::RolledBack => Message::new("❌", format!("{env} - Deploy failed, rolled back"))
-                .line(format!("SHA: {rev}"))
-                .line(detail.to_string())
-                .line(format!("What to do: fix it and deploy again; `host history --env {name}` shows each phase")),
-            Outcome::RollbackFailed => Message::new("🆘", format!("{env} - ROLLBACK FAILED, a person must act"))
-                .line(format!("SHA: {rev}"))
-                .line(detail.to_string())
-                .line(format!("The environment stays locked; `host unlock --env {name}` once fixed.")),
-            Outcome::FailedUnchanged if self.kind == "deploy" || self.kind == "rollback" => {
-                Message::new("❌", format!("{env} - Deploy failed before any change")).line(detail.to_string())
+            Outcome::RolledBack => Message::new(
+                "❌",
+                format!("{env} - Deploy failed, rolled back"),
+            )
+            .line(format!("SHA: {rev}"))
+            .line(detail.to_string())
+            .line(format!(
+                "What to do: fix it and deploy again; `host history --env {name}` shows each phase"
+            )),
+            Outcome::RollbackFailed => {
+                Message::new("🆘", format!("{env} - ROLLBACK FAILED, a person must act"))
+                    .line(format!("SHA: {rev}"))
+                    .line(detail.to_string())
+                    .line(format!(
+                        "The environment stays locked; `host unlock --env {name}` once fixed."
+                    ))
             }
-            Outcome::ApprovalRequired => Message::new("✋", format!("{env} - Waiting for approval")).line(detail.to_string()),
+            Outcome::FailedUnchanged if self.kind == "deploy" || self.kind == "rollback" => {
+                Message::new("❌", format!("{env} - Deploy failed before any change"))
+                    .line(detail.to_string())
+            }
+            Outcome::ApprovalRequired => {
+                Message::new("✋", format!("{env} - Waiting for approval")).line(detail.to_string())
+            }
             // Superseded watches end quietly: a newer deploy already said what runs.
-            Outcome::Unvalidated if self.ci.is_some() => Message::new("⚠️", format!("{env} - {rev} not validated"))
-                .line(detail.to_string())
-                .line(self.follow()),
+            Outcome::Unvalidated if self.ci.is_some() => {
+                Message::new("⚠️", format!("{env} - {rev} not validated"))
+                    .line(detail.to_string())
+                    .line(self.follow())
+            }
             _ => return None,
         };
         Some(m)
@@ -279,7 +320,14 @@ pub struct Notifier {
 impl Notifier {
     /// `None` when no webhook is configured (or none of their variables is set).
     pub fn new(project: &str, environment: &str, hooks: &[Webhook]) -> Option<Notifier> {
-        Notifier::with_context(Context { project: project.into(), environment: environment.into(), ..Context::default() }, hooks)
+        Notifier::with_context(
+            Context {
+                project: project.into(),
+                environment: environment.into(),
+                ..Context::default()
+            },
+            hooks,
+        )
     }
 
     pub fn with_context(ctx: Context, hooks: &[Webhook]) -> Option<Notifier> {
@@ -313,9 +361,15 @@ impl Notifier {
 
 impl crate::events::Subscriber for Notifier {
     fn event(&self, event: &Event) {
-        let Some(message) = self.composer.lock().unwrap().on(event) else { return };
+        let Some(message) = self.composer.lock().unwrap().on(event) else {
+            return;
+        };
         for (format, url) in &self.targets {
-            let request = self.client.post(url).timeout(POST_TIMEOUT).json(&body(*format, &message, event));
+            let request = self
+                .client
+                .post(url)
+                .timeout(POST_TIMEOUT)
+                .json(&body(*format, &message, event));
             let task = tokio::spawn(async move {
                 match request.send().await {
                     Ok(r) if r.status().is_success() => {}
@@ -377,17 +431,46 @@ mod tests {
     fn a_deploy_first_run_says_started_then_live_with_the_rollback_point() {
         let mut c = composer(true);
         assert_eq!(c.on(&started("deploy")), None);
-        let m = c.on(&plan()).unwrap();
+        assert_eq!(
+            c.on(&plan()),
+            None,
+            "nothing changes yet: approval may stop it"
+        );
+        let m = c
+            .on(&Event::PhaseStarted {
+                phase: Phase::Deploy,
+            })
+            .unwrap();
+        assert_eq!(
+            c.on(&Event::PhaseStarted {
+                phase: Phase::Verify
+            }),
+            None
+        );
         assert_eq!(
             m.text(),
             "🚀 PREPROD - Deploy started\nSHA: 0123456789\nReplacing: fedcba9876\ncommit 0123456789: Fix bug analysis (Ada)\nProject: kitchen\n⏳ CI will be checked after the deploy"
         );
         let live = c
-            .on(&Event::AwaitingValidation { revision: SHA.into(), rollback_to: Some(OLD.into()), ci: "GitHub Actions on o/r".into(), timeout: Duration::from_secs(300) })
+            .on(&Event::AwaitingValidation {
+                revision: SHA.into(),
+                rollback_to: Some(OLD.into()),
+                ci: "GitHub Actions on o/r".into(),
+                timeout: Duration::from_secs(300),
+            })
             .unwrap();
-        assert!(live.text().contains("If CI fails: automatic rollback to fedcba9876"), "{}", live.text());
+        assert!(
+            live.text()
+                .contains("If CI fails: automatic rollback to fedcba9876"),
+            "{}",
+            live.text()
+        );
         assert!(live.text().contains("Follow: `host status --env preprod`"));
-        let done = Event::RunFinished { outcome: Outcome::Validating, detail: String::new(), exit_code: 0 };
+        let done = Event::RunFinished {
+            outcome: Outcome::Validating,
+            detail: String::new(),
+            exit_code: 0,
+        };
         assert_eq!(c.on(&done), None, "the awaiting message said it all");
     }
 
@@ -395,7 +478,12 @@ mod tests {
     fn a_ci_failure_names_the_failing_jobs_and_carries_the_log() {
         let mut c = composer(true);
         c.on(&started("watch"));
-        c.on(&Event::AwaitingValidation { revision: SHA.into(), rollback_to: Some(OLD.into()), ci: "x".into(), timeout: Duration::from_secs(1) });
+        c.on(&Event::AwaitingValidation {
+            revision: SHA.into(),
+            rollback_to: Some(OLD.into()),
+            ci: "x".into(),
+            timeout: Duration::from_secs(1),
+        });
         c.on(&Event::CiVerdict {
             revision: SHA.into(),
             verdict: "failure".into(),
@@ -404,22 +492,68 @@ mod tests {
             log_excerpt: Some("E   assert 41 == 42".into()),
             url: Some("https://github.com/o/r/actions/runs/1".into()),
         });
-        assert_eq!(c.on(&Event::RollbackStarted { reason: "r".into(), to_revision: OLD.into(), method: "code-only".into() }), None);
-        let m = c.on(&Event::RunFinished { outcome: Outcome::RolledBack, detail: "d".into(), exit_code: 10 }).unwrap();
-        let discord = body(WebhookFormat::Discord, &m, &Event::Validated { revision: SHA.into() });
+        assert_eq!(
+            c.on(&Event::RollbackStarted {
+                reason: "r".into(),
+                to_revision: OLD.into(),
+                method: "code-only".into()
+            }),
+            None
+        );
+        let m = c
+            .on(&Event::RunFinished {
+                outcome: Outcome::RolledBack,
+                detail: "d".into(),
+                exit_code: 10,
+            })
+            .unwrap();
+        let discord = body(
+            WebhookFormat::Discord,
+            &m,
+            &Event::Validated {
+                revision: SHA.into(),
+            },
+        );
         let content = discord["content"].as_str().unwrap();
         assert!(content.starts_with("❌ **PREPROD - CI failed, rolled back**\nSHA: 0123456789 → back to fedcba9876\nFailing jobs: CI / tests (step `Run pytest`)"), "{content}");
-        assert!(content.contains("```\nE   assert 41 == 42\n```"), "{content}");
-        let slack = body(WebhookFormat::Slack, &m, &Event::Validated { revision: SHA.into() });
-        assert!(slack["text"].as_str().unwrap().starts_with("❌ *PREPROD - CI failed, rolled back*"));
+        assert!(
+            content.contains("```\nE   assert 41 == 42\n```"),
+            "{content}"
+        );
+        let slack = body(
+            WebhookFormat::Slack,
+            &m,
+            &Event::Validated {
+                revision: SHA.into(),
+            },
+        );
+        assert!(
+            slack["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("❌ *PREPROD - CI failed, rolled back*")
+        );
     }
 
     #[test]
     fn discord_messages_stay_under_its_cap_keeping_the_end_of_the_log() {
         let mut m = Message::new("❌", "T".into()).line("l");
         m.excerpt = Some(format!("{}THE END", "x".repeat(5000)));
-        let content = body(WebhookFormat::Discord, &m, &Event::Validated { revision: SHA.into() })["content"].as_str().unwrap().to_string();
-        assert!(content.chars().count() <= DISCORD_MAX && content.contains("THE END\n```"), "{}", content.len());
+        let content = body(
+            WebhookFormat::Discord,
+            &m,
+            &Event::Validated {
+                revision: SHA.into(),
+            },
+        )["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            content.chars().count() <= DISCORD_MAX && content.contains("THE END\n```"),
+            "{}",
+            content.len()
+        );
     }
 
     #[test]
@@ -433,20 +567,76 @@ mod tests {
         });
         c.on(&started("deploy"));
         c.on(&plan());
-        let ok = c.on(&Event::Validated { revision: SHA.into() }).unwrap().text();
+        assert!(
+            c.on(&Event::PhaseStarted {
+                phase: Phase::Backup
+            })
+            .unwrap()
+            .text()
+            .starts_with("🚀 PRODUCTION - Deploy started")
+        );
+        let ok = c
+            .on(&Event::Validated {
+                revision: SHA.into(),
+            })
+            .unwrap()
+            .text();
         assert_eq!(
             ok,
             "🎯 PRODUCTION - Deploy succeeded ✅\nSHA: 0123456789\nPREPROD ✅ → PRODUCTION ✅\nURL: https://kitchen.example.org\nTo roll back to fedcba9876: `host rollback --env production`"
         );
-        let failed = c.on(&Event::RunFinished { outcome: Outcome::RollbackFailed, detail: "restore failed".into(), exit_code: 11 }).unwrap().text();
-        assert!(failed.contains("ROLLBACK FAILED") && failed.contains("host unlock --env production"), "{failed}");
-        assert_eq!(c.on(&Event::RunFinished { outcome: Outcome::Succeeded, detail: String::new(), exit_code: 0 }), None, "success is told by `validated`");
-        let down = c.on(&Event::MonitorDown { url: "https://kitchen.example.org/".into(), detail: "status 502".into() }).unwrap().text();
-        assert!(down.starts_with("🔴 PRODUCTION - DOWN\nURL: https://kitchen.example.org/\nCheck: status 502"), "{down}");
-        let up = c.on(&Event::MonitorRecovered { url: "u".into(), down_for: Duration::from_millis(125_400) }).unwrap().text();
+        let failed = c
+            .on(&Event::RunFinished {
+                outcome: Outcome::RollbackFailed,
+                detail: "restore failed".into(),
+                exit_code: 11,
+            })
+            .unwrap()
+            .text();
+        assert!(
+            failed.contains("ROLLBACK FAILED") && failed.contains("host unlock --env production"),
+            "{failed}"
+        );
+        assert_eq!(
+            c.on(&Event::RunFinished {
+                outcome: Outcome::Succeeded,
+                detail: String::new(),
+                exit_code: 0
+            }),
+            None,
+            "success is told by `validated`"
+        );
+        let down = c
+            .on(&Event::MonitorDown {
+                url: "https://kitchen.example.org/".into(),
+                detail: "status 502".into(),
+            })
+            .unwrap()
+            .text();
+        assert!(
+            down.starts_with(
+                "🔴 PRODUCTION - DOWN\nURL: https://kitchen.example.org/\nCheck: status 502"
+            ),
+            "{down}"
+        );
+        let up = c
+            .on(&Event::MonitorRecovered {
+                url: "u".into(),
+                down_for: Duration::from_millis(125_400),
+            })
+            .unwrap()
+            .text();
         assert_eq!(up, "🟢 PRODUCTION - Recovered\nURL: u\nDown for 2m 5s");
         let mut dry = composer(false);
-        dry.on(&Event::RunStarted { deployment_id: "d".into(), kind: "deploy".into(), environment: "preprod".into(), plugin: "p".into(), plugin_version: "1".into(), requested_revision: None, dry_run: true });
+        dry.on(&Event::RunStarted {
+            deployment_id: "d".into(),
+            kind: "deploy".into(),
+            environment: "preprod".into(),
+            plugin: "p".into(),
+            plugin_version: "1".into(),
+            requested_revision: None,
+            dry_run: true,
+        });
         assert_eq!(dry.on(&plan()), None, "dry runs page nobody");
     }
 
@@ -467,19 +657,37 @@ mod tests {
         });
         // SAFETY: only this test reads these variables.
         unsafe {
-            std::env::set_var("HOST_TEST_DISCORD", format!("http://127.0.0.1:{port}/api/webhooks/1/secret"));
+            std::env::set_var(
+                "HOST_TEST_DISCORD",
+                format!("http://127.0.0.1:{port}/api/webhooks/1/secret"),
+            );
             std::env::set_var("HOST_TEST_DEAD_HOOK", "http://127.0.0.1:9/nothing-listens");
         }
         let hooks = vec![
-            Webhook { format: WebhookFormat::Discord, url_env: "HOST_TEST_DISCORD".into() },
-            Webhook { format: WebhookFormat::Slack, url_env: "HOST_TEST_DEAD_HOOK".into() },
+            Webhook {
+                format: WebhookFormat::Discord,
+                url_env: "HOST_TEST_DISCORD".into(),
+            },
+            Webhook {
+                format: WebhookFormat::Slack,
+                url_env: "HOST_TEST_DEAD_HOOK".into(),
+            },
         ];
         let n = Notifier::new("shop", "staging", &hooks).unwrap();
         n.event(&started("deploy"));
-        n.event(&Event::Validated { revision: SHA.into() });
+        n.event(&Event::Validated {
+            revision: SHA.into(),
+        });
         n.flush().await;
         let request = receiver.join().unwrap();
-        assert!(request.starts_with("POST /api/webhooks/1/secret"), "{request}");
-        assert!(request.contains(r#"{"content":"🎯 **STAGING - Deploy succeeded ✅**\nSHA: 0123456789"}"#), "{request}");
+        assert!(
+            request.starts_with("POST /api/webhooks/1/secret"),
+            "{request}"
+        );
+        assert!(
+            request
+                .contains(r#"{"content":"🎯 **STAGING - Deploy succeeded ✅**\nSHA: 0123456789"}"#),
+            "{request}"
+        );
     }
 }

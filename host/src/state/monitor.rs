@@ -131,12 +131,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_default(dir.path()).await.unwrap();
         assert!(store.monitor_checks("prod", 5).await.unwrap().is_empty());
-        let down = store.record_monitor_check(&check(false, true)).await.unwrap();
+        let down = store
+            .record_monitor_check(&check(false, true))
+            .await
+            .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        store.record_monitor_check(&check(false, false)).await.unwrap();
+        store
+            .record_monitor_check(&check(false, false))
+            .await
+            .unwrap();
         let checks = store.monitor_checks("prod", 5).await.unwrap();
         assert_eq!(checks.len(), 2);
         assert!(!checks[0].changed && checks[1].changed);
-        assert_eq!(store.monitor_down_since("prod").await.unwrap(), Some(down.at));
+        assert_eq!(
+            store.monitor_down_since("prod").await.unwrap(),
+            Some(down.at)
+        );
     }
 }

@@ -149,11 +149,13 @@ impl Store {
     }
 
     pub async fn watch(&self, deployment_id: &str) -> Result<Option<WatchRecord>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM watches WHERE deployment_id = $1"))
-            .bind(deployment_id)
-            .fetch_optional(&self.pool)
-            .await
-            .with_context(|| format!("reading the watch of `{deployment_id}`"))?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM watches WHERE deployment_id = $1"
+        ))
+        .bind(deployment_id)
+        .fetch_optional(&self.pool)
+        .await
+        .with_context(|| format!("reading the watch of `{deployment_id}`"))?;
         row.as_ref().map(watch_from_row).transpose()
     }
 
@@ -337,20 +339,64 @@ mod tests {
         deployment(&store, "d1").await;
         store.begin_watch(&new("d1", "aaa")).await.unwrap();
         let lease = Duration::from_secs(60);
-        let w1 = Watcher { holder: "w1", pid: 1, host: "h" };
-        let w2 = Watcher { holder: "w2", pid: 2, host: "h" };
+        let w1 = Watcher {
+            holder: "w1",
+            pid: 1,
+            host: "h",
+        };
+        let w2 = Watcher {
+            holder: "w2",
+            pid: 2,
+            host: "h",
+        };
         assert!(store.claim_watch("d1", &w1, lease, None).await.unwrap());
-        assert!(!store.claim_watch("d1", &w2, lease, None).await.unwrap(), "w1's lease is live");
-        assert!(store.claim_watch("d1", &w2, lease, Some("w1")).await.unwrap(), "w1 is known dead");
-        assert!(!store.record_poll("d1", "w1", "running", "", true).await.unwrap(), "w1 lost it");
-        assert!(store.record_poll("d1", "w2", "running", "1 of 2", true).await.unwrap());
+        assert!(
+            !store.claim_watch("d1", &w2, lease, None).await.unwrap(),
+            "w1's lease is live"
+        );
+        assert!(
+            store
+                .claim_watch("d1", &w2, lease, Some("w1"))
+                .await
+                .unwrap(),
+            "w1 is known dead"
+        );
+        assert!(
+            !store
+                .record_poll("d1", "w1", "running", "", true)
+                .await
+                .unwrap(),
+            "w1 lost it"
+        );
+        assert!(
+            store
+                .record_poll("d1", "w2", "running", "1 of 2", true)
+                .await
+                .unwrap()
+        );
         let w = store.latest_watch("preprod").await.unwrap().unwrap();
-        assert_eq!((w.polls, w.last_ci_state.as_deref(), w.watcher_pid), (1, Some("running"), Some(2)));
+        assert_eq!(
+            (w.polls, w.last_ci_state.as_deref(), w.watcher_pid),
+            (1, Some("running"), Some(2))
+        );
         assert!(w.ci_seen_at.is_some());
 
-        assert!(store.finish_watch("d1", WatchStatus::Validated, "CI passed").await.unwrap());
-        assert!(!store.finish_watch("d1", WatchStatus::RolledBack, "late").await.unwrap());
-        assert_eq!(store.watch("d1").await.unwrap().unwrap().status, WatchStatus::Validated);
+        assert!(
+            store
+                .finish_watch("d1", WatchStatus::Validated, "CI passed")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .finish_watch("d1", WatchStatus::RolledBack, "late")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.watch("d1").await.unwrap().unwrap().status,
+            WatchStatus::Validated
+        );
     }
 
     #[tokio::test]
@@ -360,8 +406,14 @@ mod tests {
         deployment(&store, "d2").await;
         store.begin_watch(&new("d1", "aaa")).await.unwrap();
         store.begin_watch(&new("d2", "bbb")).await.unwrap();
-        assert_eq!(store.watch("d1").await.unwrap().unwrap().status, WatchStatus::Superseded);
+        assert_eq!(
+            store.watch("d1").await.unwrap().unwrap().status,
+            WatchStatus::Superseded
+        );
         let latest = store.latest_watch("preprod").await.unwrap().unwrap();
-        assert_eq!((latest.deployment_id.as_str(), latest.status), ("d2", WatchStatus::Validating));
+        assert_eq!(
+            (latest.deployment_id.as_str(), latest.status),
+            ("d2", WatchStatus::Validating)
+        );
     }
 }

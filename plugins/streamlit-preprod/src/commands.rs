@@ -11,38 +11,77 @@ const FETCH_TIMEOUT_MS: u64 = 120_000;
 
 /// Exits 0 with the URL when the checkout has `remote`, non-zero otherwise.
 pub fn git_remote_url(remote: &str) -> Command {
-    read("git", &["remote", "get-url", remote], "does the checkout have a remote to fetch from")
+    read(
+        "git",
+        &["remote", "get-url", remote],
+        "does the checkout have a remote to fetch from",
+    )
 }
 
 /// Updates the remote-tracking refs only: what runs does not change, so it runs under
 /// `--dry-run` too, and the target resolves against what the remote has now.
 pub fn git_fetch(remote: &str) -> Command {
-    read("git", &["fetch", "--quiet", "--prune", "--tags", remote], "fetch the commits to deploy (never pull)")
-        .timeout_ms(FETCH_TIMEOUT_MS)
+    read(
+        "git",
+        &["fetch", "--quiet", "--prune", "--tags", remote],
+        "fetch the commits to deploy (never pull)",
+    )
+    .timeout_ms(FETCH_TIMEOUT_MS)
+}
+
+/// Prints the commit a remote-tracking branch points to, or nothing (exit 0) when the remote
+/// has no such branch.
+pub fn git_remote_branch(remote: &str, branch: &str) -> Command {
+    let pattern = format!("refs/remotes/{remote}/{branch}");
+    read(
+        "git",
+        &["for-each-ref", "--format=%(objectname)", &pattern],
+        "the remote's branch, as just fetched",
+    )
 }
 
 /// Prints the full commit id of `rev`, or fails quietly when it names no commit.
 pub fn git_verify(rev: &str) -> Command {
     let spec = format!("{rev}^{{commit}}");
-    read("git", &["rev-parse", "--verify", "--quiet", &spec], "resolve the revision to an exact commit")
+    read(
+        "git",
+        &["rev-parse", "--verify", "--quiet", &spec],
+        "resolve the revision to an exact commit",
+    )
 }
 
 pub fn git_head() -> Command {
-    read("git", &["rev-parse", "--verify", "--quiet", "HEAD"], "the commit checked out now")
+    read(
+        "git",
+        &["rev-parse", "--verify", "--quiet", "HEAD"],
+        "the commit checked out now",
+    )
 }
 
 /// `subject<TAB>author` of a commit, for the plan and the notifications.
 pub fn git_subject(sha: &str) -> Command {
-    read("git", &["log", "-1", "--format=%s%x09%an", sha], "describe the commit")
+    read(
+        "git",
+        &["log", "-1", "--format=%s%x09%an", sha],
+        "describe the commit",
+    )
 }
 
 /// Tracked files changed in the checkout: `git reset --hard` discards them.
 pub fn git_dirty() -> Command {
-    read("git", &["status", "--porcelain", "--untracked-files=no"], "look for local changes reset would discard")
+    read(
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+        "look for local changes reset would discard",
+    )
 }
 
 pub fn git_reset(sha: &str) -> Command {
-    change("git", &["reset", "--hard", "--quiet", sha], "check out the exact commit (git reset --hard SHA)")
+    change(
+        "git",
+        &["reset", "--hard", "--quiet", sha],
+        "check out the exact commit (git reset --hard SHA)",
+    )
 }
 
 pub fn restart(argv: &[String], timeout_ms: Option<u64>) -> Option<Command> {
@@ -66,7 +105,11 @@ pub fn backup_path(dir: &str, environment: &str, deployment_id: &str) -> String 
 pub fn tar_create(archive: &str, paths: &[String]) -> Command {
     let mut args = vec!["-czf", archive, "--"];
     args.extend(paths.iter().map(String::as_str));
-    change("tar", &args, "archive what the settings name before anything changes")
+    change(
+        "tar",
+        &args,
+        "archive what the settings name before anything changes",
+    )
 }
 
 /// Lists the archive: proof it was written whole and can be read back.
@@ -80,7 +123,11 @@ pub fn tar_extract(archive: &str) -> Command {
 
 /// `abcdef1234` for a full SHA; anything else unchanged.
 pub fn short(rev: &str) -> &str {
-    if rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()) { &rev[..10] } else { rev }
+    if rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()) {
+        &rev[..10]
+    } else {
+        rev
+    }
 }
 
 /// Counts `git status --porcelain` lines.
@@ -94,32 +141,82 @@ mod tests {
 
     #[test]
     fn the_code_moves_by_reset_to_an_exact_commit_and_only_that_mutates() {
-        assert_eq!(git_reset("abc").argv(), ["git", "reset", "--hard", "--quiet", "abc"]);
+        assert_eq!(
+            git_reset("abc").argv(),
+            ["git", "reset", "--hard", "--quiet", "abc"]
+        );
         assert!(git_reset("abc").mutates);
-        assert_eq!(git_fetch("origin").argv(), ["git", "fetch", "--quiet", "--prune", "--tags", "origin"]);
-        assert!(!git_fetch("origin").mutates, "fetching does not change what runs");
-        assert_eq!(git_verify("v2").argv(), ["git", "rev-parse", "--verify", "--quiet", "v2^{commit}"]);
-        for c in [git_remote_url("origin"), git_verify("x"), git_head(), git_subject("x"), git_dirty(), tar_list("a")] {
+        assert_eq!(
+            git_fetch("origin").argv(),
+            ["git", "fetch", "--quiet", "--prune", "--tags", "origin"]
+        );
+        assert!(
+            !git_fetch("origin").mutates,
+            "fetching does not change what runs"
+        );
+        assert_eq!(
+            git_verify("v2").argv(),
+            ["git", "rev-parse", "--verify", "--quiet", "v2^{commit}"]
+        );
+        assert_eq!(
+            git_remote_branch("origin", "main").argv(),
+            [
+                "git",
+                "for-each-ref",
+                "--format=%(objectname)",
+                "refs/remotes/origin/main"
+            ]
+        );
+        for c in [
+            git_remote_url("origin"),
+            git_verify("x"),
+            git_head(),
+            git_subject("x"),
+            git_dirty(),
+            tar_list("a"),
+        ] {
             assert!(!c.mutates, "{:?}", c.argv());
         }
     }
 
     #[test]
     fn restart_and_backup_commands() {
-        let argv: Vec<String> = ["docker", "compose", "-f", "docker-compose-preprod.yml", "restart", "app"].map(String::from).to_vec();
+        let argv: Vec<String> = [
+            "docker",
+            "compose",
+            "-f",
+            "docker-compose-preprod.yml",
+            "restart",
+            "app",
+        ]
+        .map(String::from)
+        .to_vec();
         let r = restart(&argv, Some(30_000)).unwrap();
         assert_eq!(r.argv(), argv);
         assert!(r.mutates && r.timeout_ms == Some(30_000));
         assert!(restart(&[], None).is_none());
         let path = backup_path("backups", "production", "0123456789abcdef0123");
         assert_eq!(path, "backups/production-0123456789ab.tar.gz");
-        assert_eq!(tar_create(&path, &["data".into(), ".streamlit/secrets.toml".into()]).argv(), ["tar", "-czf", &path, "--", "data", ".streamlit/secrets.toml"]);
+        assert_eq!(
+            tar_create(&path, &["data".into(), ".streamlit/secrets.toml".into()]).argv(),
+            [
+                "tar",
+                "-czf",
+                &path,
+                "--",
+                "data",
+                ".streamlit/secrets.toml"
+            ]
+        );
         assert_eq!(tar_extract(&path).argv(), ["tar", "-xzf", &path]);
     }
 
     #[test]
     fn helpers() {
-        assert_eq!(short("0123456789abcdef0123456789abcdef01234567"), "0123456789");
+        assert_eq!(
+            short("0123456789abcdef0123456789abcdef01234567"),
+            "0123456789"
+        );
         assert_eq!(short("v2"), "v2");
         assert_eq!(dirty_count(" M app.py\n M README.md\n"), 2);
         assert_eq!(dirty_count(""), 0);

@@ -14,8 +14,9 @@ pub mod settings;
 
 use commands::short;
 use plugin_sdk::{
-    BackupInfo, Context, Description, Finding, Guest, LogLevel, PluginError, PollStatus, PreflightReport, Probe, Result,
-    RollbackMethod, RollbackPlan, RollbackRequest, Severity, StepResult, VerifyReport, host, run, run_stdout,
+    BackupInfo, Context, Description, Finding, Guest, LogLevel, PluginError, PollStatus,
+    PreflightReport, Probe, Result, RollbackMethod, RollbackPlan, RollbackRequest, Severity,
+    StepResult, VerifyReport, host, run, run_stdout,
 };
 use settings::Settings;
 
@@ -72,17 +73,27 @@ impl Guest for StreamlitPreprod {
             changes.push(format!("commit {}: {what} ({who})", short(&target)));
         }
         changes.push(match &current {
-            Some(c) if *c == target => format!("git reset --hard {} (already checked out)", short(&target)),
+            Some(c) if *c == target => {
+                format!("git reset --hard {} (already checked out)", short(&target))
+            }
             Some(c) => format!("git reset --hard {} (from {})", short(&target), short(c)),
             None => format!("git reset --hard {}", short(&target)),
         });
         changes.push(format!("restart: {}", s.restart.join(" ")));
-        let (present, missing): (Vec<String>, Vec<String>) = s.backup_paths.iter().cloned().partition(|p| exists(p));
+        let (present, missing): (Vec<String>, Vec<String>) =
+            s.backup_paths.iter().cloned().partition(|p| exists(p));
         if !present.is_empty() {
-            changes.push(format!("back up {} into {}/ first", present.join(", "), s.backup_dir));
+            changes.push(format!(
+                "back up {} into {}/ first",
+                present.join(", "),
+                s.backup_dir
+            ));
         }
         if !missing.is_empty() {
-            changes.push(format!("nothing to back up at {} (not there yet)", missing.join(", ")));
+            changes.push(format!(
+                "nothing to back up at {} (not there yet)",
+                missing.join(", ")
+            ));
         }
         Ok(PreflightReport {
             current_revision: current,
@@ -91,7 +102,11 @@ impl Guest for StreamlitPreprod {
             target_schema: None,
             pending_migrations: Vec::new(),
             findings,
-            rollback: RollbackPlan { by_downgrade: false, downgrade_target: None, would_drop: Vec::new() },
+            rollback: RollbackPlan {
+                by_downgrade: false,
+                downgrade_target: None,
+                would_drop: Vec::new(),
+            },
             needs_backup: !present.is_empty(),
             changes,
         })
@@ -99,23 +114,37 @@ impl Guest for StreamlitPreprod {
 
     fn backup(ctx: Context) -> Result<BackupInfo> {
         let s = Settings::parse(&ctx.settings)?;
-        let present: Vec<String> = s.backup_paths.iter().filter(|p| exists(p)).cloned().collect();
+        let present: Vec<String> = s
+            .backup_paths
+            .iter()
+            .filter(|p| exists(p))
+            .cloned()
+            .collect();
         if present.is_empty() {
-            return Err(PluginError::new("nothing to back up: none of backup_paths exists")
-                .with_hint("name what to archive in [plugin.settings] backup_paths"));
+            return Err(
+                PluginError::new("nothing to back up: none of backup_paths exists")
+                    .with_hint("name what to archive in [plugin.settings] backup_paths"),
+            );
         }
         let path = commands::backup_path(&s.backup_dir, &ctx.environment, &ctx.deployment_id);
         run(&commands::mkdir(&s.backup_dir))?;
-        let written = run(&commands::tar_create(&path, &present))
-            .map_err(|e| e.with_hint("every path in backup_paths must exist under the project root"))?;
+        let written = run(&commands::tar_create(&path, &present)).map_err(|e| {
+            e.with_hint("every path in backup_paths must exist under the project root")
+        })?;
         let verified = !written.planned && {
             let listing = run(&commands::tar_list(&path))?;
             if listing.stdout.trim().is_empty() {
-                return Err(PluginError::new(format!("backup {path} was written but lists no entry")));
+                return Err(PluginError::new(format!(
+                    "backup {path} was written but lists no entry"
+                )));
             }
             true
         };
-        Ok(BackupInfo { path, format: "tar.gz".into(), verified })
+        Ok(BackupInfo {
+            path,
+            format: "tar.gz".into(),
+            verified,
+        })
     }
 
     fn deploy(ctx: Context) -> Result<StepResult> {
@@ -125,11 +154,16 @@ impl Guest for StreamlitPreprod {
         let reset = run(&commands::git_reset(&sha))?;
         run(&restart(&s)?)?;
         let planned = if reset.planned { "planned: " } else { "" };
-        Ok(StepResult { summary: format!("{planned}reset to {}, restarted", short(&sha)), pending: None })
+        Ok(StepResult {
+            summary: format!("{planned}reset to {}, restarted", short(&sha)),
+            pending: None,
+        })
     }
 
     fn poll(_ctx: Context, _token: String) -> Result<PollStatus> {
-        Err(PluginError::new("nothing to poll: every step finishes before returning"))
+        Err(PluginError::new(
+            "nothing to poll: every step finishes before returning",
+        ))
     }
 
     fn verify(ctx: Context) -> Result<VerifyReport> {
@@ -144,7 +178,10 @@ impl Guest for StreamlitPreprod {
             ))
             .with_hint("something moved the checkout during the deploy (a `git pull` by hand, another tool)"));
         }
-        Ok(VerifyReport { checks: vec![format!("code at {}", short(&want))], probes: Vec::new() })
+        Ok(VerifyReport {
+            checks: vec![format!("code at {}", short(&want))],
+            probes: Vec::new(),
+        })
     }
 
     fn rollback(ctx: Context, request: RollbackRequest) -> Result<StepResult> {
@@ -153,13 +190,17 @@ impl Guest for StreamlitPreprod {
         match request.method {
             RollbackMethod::Restore => {
                 let backup = request.backup.as_ref().ok_or_else(|| {
-                    PluginError::new("restore requested but no backup was given").with_hint("`host history` names each deployment's backup")
+                    PluginError::new("restore requested but no backup was given")
+                        .with_hint("`host history` names each deployment's backup")
                 })?;
                 run(&commands::tar_extract(&backup.path))?;
                 done.push(format!("restored {}", backup.path));
             }
             RollbackMethod::Downgrade => {
-                plugin_sdk::log(LogLevel::Warn, "this stack has no migrations to downgrade: rolling back the code only");
+                plugin_sdk::log(
+                    LogLevel::Warn,
+                    "this stack has no migrations to downgrade: rolling back the code only",
+                );
             }
             RollbackMethod::CodeOnly => {}
         }
@@ -169,7 +210,10 @@ impl Guest for StreamlitPreprod {
         run(&restart(&s)?)?;
         done.push("restarted".into());
         let planned = if reset.planned { "planned: " } else { "" };
-        Ok(StepResult { summary: format!("{planned}{}", done.join(", ")), pending: None })
+        Ok(StepResult {
+            summary: format!("{planned}{}", done.join(", ")),
+            pending: None,
+        })
     }
 
     fn check_migrations(_sources: Vec<(String, String)>) -> Vec<Finding> {
@@ -178,7 +222,8 @@ impl Guest for StreamlitPreprod {
 }
 
 fn restart(s: &Settings) -> Result<plugin_sdk::Command> {
-    commands::restart(&s.restart, s.restart_timeout_ms).ok_or_else(|| PluginError::new("`restart` is empty"))
+    commands::restart(&s.restart, s.restart_timeout_ms)
+        .ok_or_else(|| PluginError::new("`restart` is empty"))
 }
 
 /// `git fetch` when the checkout has the configured remote; whether it fetched.
@@ -191,7 +236,10 @@ fn fetch(s: &Settings) -> Result<bool> {
         return Ok(false);
     }
     run(&commands::git_fetch(&s.remote)).map_err(|e| {
-        e.with_hint(format!("check that `{}` is reachable from here and the checkout may fetch from it", s.remote))
+        e.with_hint(format!(
+            "check that `{}` is reachable from here and the checkout may fetch from it",
+            s.remote
+        ))
     })?;
     Ok(true)
 }
@@ -204,11 +252,9 @@ fn resolve_target(ctx: &Context, s: &Settings, fetched: bool) -> Result<String> 
             .with_hint("pass --rev SHA (in CI: the commit that triggered the pipeline, e.g. $GITHUB_SHA)")
     })?;
     if fetched && !looks_like_sha(target) {
-        let remote_ref = format!("refs/remotes/{}/{target}", s.remote);
-        if let Ok(sha) = run_stdout(&commands::git_verify(&remote_ref)) {
-            if !sha.is_empty() {
-                return Ok(sha);
-            }
+        let sha = run_stdout(&commands::git_remote_branch(&s.remote, target))?;
+        if sha.len() == 40 {
+            return Ok(sha);
         }
     }
     resolve(target)
@@ -226,7 +272,9 @@ fn resolve(rev: &str) -> Result<String> {
 
 fn head() -> Result<Option<String>> {
     let out = host::run(&commands::git_head())?;
-    Ok((out.status == 0).then(|| out.stdout.trim().to_string()).filter(|s| !s.is_empty()))
+    Ok((out.status == 0)
+        .then(|| out.stdout.trim().to_string())
+        .filter(|s| !s.is_empty()))
 }
 
 /// Whether a path under the project root exists (a fresh checkout has no data yet).

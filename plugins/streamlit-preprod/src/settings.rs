@@ -41,11 +41,16 @@ impl Settings {
     /// Parse and check the context's settings JSON.
     pub fn parse(json: &str) -> Result<Settings, PluginError> {
         let json = json.trim();
-        let json = if json.is_empty() || json == "null" { "{}" } else { json };
+        let json = if json.is_empty() || json == "null" {
+            "{}"
+        } else {
+            json
+        };
         let mut s: Settings = plugin_sdk::settings::parse(json)?;
         s.backup_dir = s.backup_dir.trim_end_matches('/').to_string();
         s.check().map_err(|m| {
-            PluginError::new(format!("invalid plugin settings: {m}")).with_hint("check [plugin.settings] in deploy.toml")
+            PluginError::new(format!("invalid plugin settings: {m}"))
+                .with_hint("check [plugin.settings] in deploy.toml")
         })?;
         Ok(s)
     }
@@ -56,7 +61,9 @@ impl Settings {
         }
         for p in &self.backup_paths {
             if p.is_empty() || p.starts_with('/') || p.split('/').any(|part| part == "..") {
-                return Err(format!("backup path `{p}` must be relative to the project root, without `..`"));
+                return Err(format!(
+                    "backup path `{p}` must be relative to the project root, without `..`"
+                ));
             }
         }
         if self.backup_dir.is_empty() || self.backup_dir.starts_with('/') {
@@ -80,8 +87,18 @@ mod tests {
 
     #[test]
     fn a_missing_restart_an_unknown_key_or_an_escaping_path_is_refused() {
-        assert!(Settings::parse("{}").unwrap_err().message.contains("`restart`"));
-        assert!(Settings::parse(r#"{"restart": ["x"], "backup_path": ["data"]}"#).unwrap_err().message.contains("backup_path"));
+        assert!(
+            Settings::parse("{}")
+                .unwrap_err()
+                .message
+                .contains("`restart`")
+        );
+        assert!(
+            Settings::parse(r#"{"restart": ["x"], "backup_path": ["data"]}"#)
+                .unwrap_err()
+                .message
+                .contains("backup_path")
+        );
         let e = Settings::parse(r#"{"restart": ["x"], "backup_paths": ["../etc"]}"#).unwrap_err();
         assert!(e.message.contains("without `..`"), "{}", e.message);
     }

@@ -37,7 +37,11 @@ pub fn make_streamlit_origin(dest: &Path, config: Option<&Path>) -> Result<()> {
     let work = dest.with_extension("src");
     make_streamlit_repo(&work, config)?;
     run(
-        Command::new("git").args(["clone", "--quiet", "--bare"]).arg(&work).arg(dest).envs(quiet_git()),
+        Command::new("git")
+            .args(["clone", "--quiet", "--bare"])
+            .arg(&work)
+            .arg(dest)
+            .envs(quiet_git()),
         "git clone --bare",
     )?;
     std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
@@ -47,11 +51,19 @@ pub fn make_streamlit_origin(dest: &Path, config: Option<&Path>) -> Result<()> {
 /// A checkout of `origin` at `dest`, detached at `rev`, as set up once on a deploy machine.
 pub fn clone_checkout(origin: &Path, dest: &Path, rev: &str) -> Result<()> {
     run(
-        Command::new("git").args(["clone", "--quiet"]).arg(origin).arg(dest).envs(quiet_git()),
+        Command::new("git")
+            .args(["clone", "--quiet"])
+            .arg(origin)
+            .arg(dest)
+            .envs(quiet_git()),
         "git clone",
     )?;
     run(
-        Command::new("git").arg("-C").arg(dest).args(["checkout", "--quiet", "--detach", rev]).envs(quiet_git()),
+        Command::new("git")
+            .arg("-C")
+            .arg(dest)
+            .args(["checkout", "--quiet", "--detach", rev])
+            .envs(quiet_git()),
         "git checkout",
     )?;
     Ok(())
@@ -92,10 +104,16 @@ mod tests {
             run(&mut c, "git").unwrap()
         };
         assert_eq!(git(&["tag", "--list"]), "v1\nv2\nv3\nv4");
-        assert_eq!(git(&["rev-parse", "HEAD"]), git(&["rev-parse", "v2^{commit}"]));
+        assert_eq!(
+            git(&["rev-parse", "HEAD"]),
+            git(&["rev-parse", "v2^{commit}"])
+        );
         assert_eq!(git(&["remote"]), "origin");
         assert!(checkout.join("bin/restart").is_file() && checkout.join("deploy.toml").is_file());
         assert!(!tmp.path().join("origin.src").exists());
-        assert_eq!(std::fs::read_to_string(checkout.join("deploy.toml")).unwrap(), "[project]\nname = \"t\"\n");
+        assert_eq!(
+            std::fs::read_to_string(checkout.join("deploy.toml")).unwrap(),
+            "[project]\nname = \"t\"\n"
+        );
     }
 }
