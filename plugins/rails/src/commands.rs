@@ -9,6 +9,12 @@ use crate::settings::Settings;
 use plugin_sdk::{Command, cmd};
 use std::time::Duration;
 
+// Backups and restores are the same for every PostgreSQL stack: they live in the SDK.
+pub use plugin_sdk::postgres::{
+    RESET_PUBLIC_SCHEMA, backup_path, is_archive_listing, libpq_url, mkdir_backups, pg_dump,
+    pg_restore, pg_restore_list, psql_reset_schema,
+};
+
 /// `git rev-parse --verify <rev>^{commit}`: a tag, branch or short SHA to the full commit SHA.
 pub fn git_resolve(rev: &str) -> Command {
     let spec = format!("{rev}^{{commit}}");
@@ -176,165 +182,6 @@ pub fn psql_end_migration_sessions(url: &str, app_name: &str) -> Command {
         ],
         "end this deployment's migration sessions still running on the server",
     )
-}
-
-pub fn mkdir_backups(dir: &str) -> Command {
-    cmd::change("mkdir", &["-p", dir], "make the backup folder")
-}
-
-pub fn pg_dump(url: &str, file: &str) -> Command {
-    cmd::change(
-        "pg_dump",
-        &[
-            "--format=custom",
-            "--no-owner",
-            "--file",
-            file,
-            "--dbname",
-            url,
-        ],
-        "back the database up before migrating",
-    )
-}
-
-pub fn pg_restore_list(file: &str) -> Command {
-    cmd::read(
-        "pg_restore",
-        &["--list", file],
-        "check the backup is readable",
-    )
-}
-
-/// Empties `public` so the backup restores into exactly what it was taken from, including
-/// objects created after it. The schema itself is recreated as it was (owner, grants, comment:
-/// PostgreSQL 15 gives `public` to `pg_database_owner` with USAGE for everyone), or a restored
-/// database would differ from the original and the app's role could lose access.
-/// (The same statement as render-alembic's: both restore a `pg_dump -F c` of `public`.)
-pub const RESET_PUBLIC_SCHEMA: &str = r#"DO $reset$
-DECLARE
-  owner_name text;
-  comment_text text;
-  grants text;
-BEGIN
-  SELECT n.nspowner::regrole::text, obj_description(n.oid, 'pg_namespace')
-    INTO owner_name, comment_text FROM pg_namespace n WHERE n.nspname = 'public';
-  SELECT string_agg(format('GRANT %s ON SCHEMA public TO %s;', a.privilege_type,
-           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END), ' ')
-    INTO grants FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspname = 'public';
-  DROP SCHEMA public CASCADE;
-  EXECUTE format('CREATE SCHEMA public AUTHORIZATION %s', owner_name);
-  IF grants IS NOT NULL THEN EXECUTE grants; END IF;
-  IF comment_text IS NOT NULL THEN EXECUTE format('COMMENT ON SCHEMA public IS %L', comment_text); END IF;
-END
-$reset$;"#;
-
-pub fn psql_reset_schema(url: &str) -> Command {
-    cmd::change(
-        "psql",
-        &[
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--dbname",
-            url,
-            "-c",
-            RESET_PUBLIC_SCHEMA,
-        ],
-        "empty the schema before restoring the backup",
-    )
-}
-
-pub fn pg_restore(url: &str, file: &str) -> Command {
-    cmd::change(
-        "pg_restore",
-        &[
-            "--no-owner",
-            "--single-transaction",
-            "--exit-on-error",
-            "--dbname",
-            url,
-            file,
-        ],
-        "restore the database from the backup",
-    )
-}
-
-/// `<backup_dir>/<environment>-<deployment-id>.dump`, both ids reduced to file-name-safe
-/// characters (they come from the operator and the host).
-pub fn backup_path(dir: &str, environment: &str, deployment_id: &str) -> String {
-    let safe = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    format!("{dir}/{}-{}.dump", safe(environment), safe(deployment_id))
-}
-
-/// Parameters libpq understands in a URL's query; Rails URLs also carry its own (`pool`,
-/// `prepared_statements`, ...), which pg_dump would refuse.
-const LIBPQ_PARAMS: &[&str] = &[
-    "host",
-    "hostaddr",
-    "port",
-    "dbname",
-    "user",
-    "password",
-    "passfile",
-    "connect_timeout",
-    "client_encoding",
-    "options",
-    "application_name",
-    "sslmode",
-    "sslcert",
-    "sslkey",
-    "sslrootcert",
-    "sslcrl",
-    "sslpassword",
-    "target_session_attrs",
-    "keepalives",
-    "gssencmode",
-    "channel_binding",
-    "service",
-];
-
-/// A URL libpq tools accept, from the one Rails reads: `postgis://` and `postgresql://` become
-/// `postgresql://`, Rails-only query parameters are dropped.
-pub fn libpq_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    if !matches!(scheme, "postgres" | "postgresql" | "postgis") {
-        return url.to_string();
-    }
-    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && LIBPQ_PARAMS.contains(&p.split('=').next().unwrap_or("")))
-        .collect();
-    let scheme = if scheme == "postgis" {
-        "postgresql"
-    } else {
-        scheme
-    };
-    if kept.is_empty() {
-        format!("{scheme}://{base}")
-    } else {
-        format!("{scheme}://{base}?{}", kept.join("&"))
-    }
-}
-
-/// Whether `pg_restore --list` printed an archive's header (it does for any readable dump,
-/// even one of an empty database).
-pub fn is_archive_listing(listing: &str) -> bool {
-    listing
-        .lines()
-        .any(|l| l.starts_with("; Archive created at"))
 }
 
 /// Number of tracked files `git status --porcelain` reports as edited.
