@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+mod docker;
 mod postgres;
 mod python;
 mod rails;
@@ -32,6 +33,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+pub use docker::{
+    Container, ContainerSpec, DOCKER_NEEDS, container_exists, docker_available, rootfs_image,
+};
 pub use postgres::Postgres;
 pub use python::PythonEnv;
 pub use rails::{RAILS_NEEDS, make_rails_repo, rails_available, secret_key_base};
