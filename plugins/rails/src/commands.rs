@@ -9,63 +9,15 @@ use crate::settings::Settings;
 use plugin_sdk::{Command, cmd};
 use std::time::Duration;
 
-// Backups and restores are the same for every PostgreSQL stack: they live in the SDK.
+// Git and PostgreSQL backups are the same for every stack that uses them: they live in the SDK.
+pub use plugin_sdk::git::{
+    checkout as git_checkout, dirty as git_dirty, dirty_count, head as git_head,
+    ls_tree as git_list_migrations, resolve as git_resolve, short, show as git_show,
+};
 pub use plugin_sdk::postgres::{
     RESET_PUBLIC_SCHEMA, backup_path, is_archive_listing, libpq_url, mkdir_backups, pg_dump,
     pg_restore, pg_restore_list, psql_reset_schema,
 };
-
-/// `git rev-parse --verify <rev>^{commit}`: a tag, branch or short SHA to the full commit SHA.
-pub fn git_resolve(rev: &str) -> Command {
-    let spec = format!("{rev}^{{commit}}");
-    cmd::read(
-        "git",
-        &["rev-parse", "--verify", "--end-of-options", &spec],
-        "resolve the revision to a commit",
-    )
-}
-
-pub fn git_head() -> Command {
-    cmd::read("git", &["rev-parse", "HEAD"], "find the checked-out commit")
-}
-
-/// Tracked files with local edits: `checkout --force` will discard them.
-pub fn git_dirty() -> Command {
-    cmd::read(
-        "git",
-        &["status", "--porcelain", "--untracked-files=no"],
-        "look for local edits the checkout would discard",
-    )
-}
-
-/// The migration files of a commit that is not checked out (paths relative to the project root).
-pub fn git_list_migrations(sha: &str, dir: &str) -> Command {
-    let dir = format!("{dir}/");
-    cmd::read(
-        "git",
-        &["ls-tree", "--name-only", sha, "--", &dir],
-        "list the target's migration files",
-    )
-}
-
-/// `git show <sha>:./<path>`: the `./` makes the path relative to the project root, which may
-/// be a subfolder of the repository.
-pub fn git_show(sha: &str, path: &str) -> Command {
-    let spec = format!("{sha}:./{path}");
-    cmd::read(
-        "git",
-        &["show", &spec],
-        "read a pending migration of the target",
-    )
-}
-
-pub fn git_checkout(sha: &str) -> Command {
-    cmd::change(
-        "git",
-        &["checkout", "--force", "--detach", sha],
-        "check out the revision",
-    )
-}
 
 /// `[runner...] <rails...> <args>` with `vars` (and `RAILS_ENV` when the settings name one).
 /// Variables reach Rails as the command's environment, or through `docker exec -e` /
@@ -182,16 +134,6 @@ pub fn psql_end_migration_sessions(url: &str, app_name: &str) -> Command {
         ],
         "end this deployment's migration sessions still running on the server",
     )
-}
-
-/// Number of tracked files `git status --porcelain` reports as edited.
-pub fn dirty_count(porcelain: &str) -> usize {
-    porcelain.lines().filter(|l| !l.trim().is_empty()).count()
-}
-
-/// First 7 characters of a SHA, for messages.
-pub fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
 }
 
 #[cfg(test)]

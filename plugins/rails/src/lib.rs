@@ -88,25 +88,7 @@ impl Guest for Rails {
     fn backup(ctx: Context) -> Result<BackupInfo> {
         let s = Settings::parse(&ctx.settings)?;
         let url = require_database_url(&s, "the backup")?;
-        let path = commands::backup_path(&s.backup_dir, &ctx.environment, &ctx.deployment_id);
-        run(&commands::mkdir_backups(&s.backup_dir))?;
-        let dump = run(&commands::pg_dump(&url, &path))?;
-        // Under dry-run nothing was written, so there is nothing to read back.
-        let verified = !dump.planned && {
-            let listing = run(&commands::pg_restore_list(&path))?;
-            if !commands::is_archive_listing(&listing.stdout) {
-                return Err(PluginError::new(format!(
-                    "backup {path} was written but `pg_restore --list` cannot read it"
-                ))
-                .with_hint("check that pg_dump's major version matches the server's"));
-            }
-            true
-        };
-        Ok(BackupInfo {
-            path,
-            format: "pg_dump-custom".into(),
-            verified,
-        })
+        plugin_sdk::postgres::backup(&url, &s.backup_dir, &ctx.environment, &ctx.deployment_id)
     }
 
     fn deploy(ctx: Context) -> Result<StepResult> {
@@ -272,8 +254,7 @@ impl Guest for Rails {
                     )
                 })?;
                 let url = url.ok_or_else(|| missing_url(&s, "the restore"))?;
-                run(&commands::psql_reset_schema(&url))?;
-                run(&commands::pg_restore(&url, &backup.path))?;
+                plugin_sdk::postgres::restore(&url, &backup.path)?;
                 done.push(format!("restored {}", backup.path));
             }
         }

@@ -6,64 +6,15 @@
 use crate::settings::Settings;
 use plugin_sdk::{Command, cmd};
 
-// Backups and restores are the same for every PostgreSQL stack: they live in the SDK.
+// Git and PostgreSQL backups are the same for every stack that uses them: they live in the SDK.
+pub use plugin_sdk::git::{
+    checkout as git_checkout, dirty as git_dirty, dirty_count, head as git_head,
+    ls_tree as git_list_migrations, resolve as git_resolve, short, show as git_show,
+};
 pub use plugin_sdk::postgres::{
     RESET_PUBLIC_SCHEMA, backup_path, is_archive_listing, libpq_url, mkdir_backups, pg_dump,
     pg_restore, pg_restore_list, psql_reset_schema,
 };
-
-/// `git rev-parse --verify <rev>^{commit}`: a tag, branch or short SHA to the full commit SHA.
-pub fn git_resolve(rev: &str) -> Command {
-    let spec = format!("{rev}^{{commit}}");
-    cmd::read(
-        "git",
-        &["rev-parse", "--verify", "--end-of-options", &spec],
-        "resolve the revision to a commit",
-    )
-}
-
-pub fn git_head() -> Command {
-    cmd::read("git", &["rev-parse", "HEAD"], "find the checked-out commit")
-}
-
-/// Tracked files with local edits: `checkout --force` will discard them.
-pub fn git_dirty() -> Command {
-    cmd::read(
-        "git",
-        &["status", "--porcelain", "--untracked-files=no"],
-        "look for local edits the checkout would discard",
-    )
-}
-
-/// The migration files of a commit that is not checked out. Paths are relative to the project
-/// root (git resolves pathspecs against the working directory, which is the root).
-pub fn git_list_migrations(sha: &str, dir: &str) -> Command {
-    let dir = format!("{dir}/");
-    cmd::read(
-        "git",
-        &["ls-tree", "--name-only", sha, "--", &dir],
-        "list the target's migration files",
-    )
-}
-
-/// `git show <sha>:./<path>`: the `./` makes the path relative to the project root, which may
-/// be a subfolder of the repository; without it git reads it from the repository root.
-pub fn git_show(sha: &str, path: &str) -> Command {
-    let spec = format!("{sha}:./{path}");
-    cmd::read(
-        "git",
-        &["show", &spec],
-        "read a migration file of the target",
-    )
-}
-
-pub fn git_checkout(sha: &str) -> Command {
-    cmd::change(
-        "git",
-        &["checkout", "--force", "--detach", sha],
-        "check out the revision",
-    )
-}
 
 fn alembic(s: &Settings, args: &[&str], purpose: &str, mutates: bool) -> Command {
     let (program, prefix) = s
@@ -114,11 +65,6 @@ pub fn restart(s: &Settings) -> Option<Command> {
     )
 }
 
-/// Number of tracked files `git status --porcelain` reports as edited.
-pub fn dirty_count(porcelain: &str) -> usize {
-    porcelain.lines().filter(|l| !l.trim().is_empty()).count()
-}
-
 /// `.py` migration files from `git ls-tree --name-only` output (package markers left out).
 pub fn migration_paths(ls_tree: &str) -> Vec<String> {
     ls_tree
@@ -127,11 +73,6 @@ pub fn migration_paths(ls_tree: &str) -> Vec<String> {
         .filter(|p| p.ends_with(".py") && !p.ends_with("/__init__.py") && *p != "__init__.py")
         .map(str::to_string)
         .collect()
-}
-
-/// First 7 characters of a SHA, for messages.
-pub fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ wit_bindgen::generate!({
 });
 
 pub mod cmd;
+pub mod git;
 pub mod postgres;
 pub mod settings;
 

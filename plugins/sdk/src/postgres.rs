@@ -4,7 +4,7 @@
 //! migrates; a restore empties `public` (recreating it exactly as it was) and restores the dump
 //! in one transaction, so the database comes back equal to the moment of the backup.
 
-use crate::{Command, cmd};
+use crate::{BackupInfo, Command, PluginError, Result, cmd, run};
 
 pub fn mkdir_backups(dir: &str) -> Command {
     cmd::change("mkdir", &["-p", dir], "make the backup folder")
@@ -65,6 +65,30 @@ pub fn pg_restore(url: &str, file: &str) -> Command {
         &["--no-owner", "--single-transaction", "--exit-on-error", "--dbname", url, file],
         "restore the database from the backup",
     )
+}
+
+/// Back up with `pg_dump -F c` into `<dir>/<environment>-<deployment-id>.dump` and check it
+/// reads back. Under dry-run the dump is only planned, so it is not checked (`verified: false`).
+pub fn backup(url: &str, dir: &str, environment: &str, deployment_id: &str) -> Result<BackupInfo> {
+    let path = backup_path(dir, environment, deployment_id);
+    run(&mkdir_backups(dir))?;
+    let dump = run(&pg_dump(url, &path))?;
+    let verified = !dump.planned && {
+        let listing = run(&pg_restore_list(&path))?;
+        if !is_archive_listing(&listing.stdout) {
+            return Err(PluginError::new(format!("backup {path} was written but `pg_restore --list` cannot read it"))
+                .with_hint("check that pg_dump's major version matches the server's"));
+        }
+        true
+    };
+    Ok(BackupInfo { path, format: "pg_dump-custom".into(), verified })
+}
+
+/// Put the database back as it was when `file` was dumped.
+pub fn restore(url: &str, file: &str) -> Result<()> {
+    run(&psql_reset_schema(url))?;
+    run(&pg_restore(url, file))?;
+    Ok(())
 }
 
 /// `<backup_dir>/<environment>-<deployment-id>.dump`, both ids reduced to file-name-safe
