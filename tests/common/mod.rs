@@ -116,9 +116,7 @@ impl AlembicApp {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git").args(args).current_dir(&self.root).output().expect("git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        git(&self.root, args)
     }
 
     pub fn sha(&self, rev: &str) -> String {
@@ -190,6 +188,13 @@ impl Drop for AlembicApp {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }
+}
+
+/// Run git in `dir`; its trimmed stdout. A failure fails the test with git's message.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").args(args).current_dir(dir).output().expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A minimal HTTP/1.0 GET, so the suites need no HTTP client crate.
